@@ -1,0 +1,99 @@
+"""Settings of the local Batch API: where its state lives, which models run, which faults to inject."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+DEFAULT_STATE_DIR = Path(".batch_assets") / "local_api"
+DEFAULT_COMPLETION_WINDOW_SECONDS = 24 * 3600.0
+# A worker with nothing to do waits this long for new batches before it exits.
+DEFAULT_WORKER_IDLE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Deterministic fault injection (same seed, same custom_ids → same failures)."""
+
+    item_failure_rate: float = 0.0  # share of request lines answered with an HTTP error line
+    item_failure_status_codes: tuple[int, ...] = (500, 429, 400)
+    seed: int = 0
+    expire_after_items: int | None = None  # force `expired` once this many items of a batch ran
+    item_delay_seconds: float = 0.0  # slow processing: sleep before each item
+    api_error_first_n: int = 0  # answer the first N API calls of an engine with api_error_status
+    api_error_status: int = 429
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.item_failure_rate <= 1.0:
+            raise ValueError(f"item_failure_rate must be within [0, 1], got {self.item_failure_rate}")
+        if self.api_error_status not in (429, 500, 502, 503):
+            raise ValueError("api_error_status must be 429, 500, 502 or 503 (statuses the SDK retries)")
+        if any(not 400 <= code <= 599 for code in self.item_failure_status_codes):
+            raise ValueError("item_failure_status_codes must be HTTP error codes (4xx/5xx)")
+
+    @property
+    def any_batch_faults(self) -> bool:
+        return bool(self.item_failure_rate or self.expire_after_items is not None or self.item_delay_seconds)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    state_dir: Path = DEFAULT_STATE_DIR
+    model_backend: Literal["real", "fake"] = "real"
+    completion_window_seconds: float = DEFAULT_COMPLETION_WINDOW_SECONDS
+    worker_idle_seconds: float = DEFAULT_WORKER_IDLE_SECONDS
+    faults: FaultConfig = field(default_factory=FaultConfig)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state_dir", Path(self.state_dir))
+        if self.model_backend not in ("real", "fake"):
+            raise ValueError(f"model_backend must be 'real' or 'fake', got {self.model_backend!r}")
+        if self.completion_window_seconds <= 0:
+            raise ValueError("completion_window_seconds must be positive")
+
+    def with_faults(self, **changes: Any) -> EngineConfig:
+        return replace(self, faults=replace(self.faults, **changes))
+
+    def batch_settings(self) -> dict[str, Any]:
+        """What a batch snapshots at creation, so a detached worker runs it as its creator asked."""
+        return {
+            "model_backend": self.model_backend,
+            "completion_window_seconds": self.completion_window_seconds,
+            "faults": asdict(self.faults),
+        }
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> EngineConfig:
+        """Reads BATCH_ASSETS_LOCAL_* variables; unset ones keep their defaults."""
+        env = os.environ if environ is None else environ
+
+        def number(name: str, cast: type, default: Any) -> Any:
+            raw = env.get(name)
+            if raw is None or raw == "":
+                return default
+            try:
+                return cast(raw)
+            except ValueError:
+                raise ValueError(f"{name}={raw!r} is not a valid {cast.__name__}") from None
+
+        codes_raw = env.get("BATCH_ASSETS_LOCAL_FAILURE_STATUS_CODES")
+        faults = FaultConfig(
+            item_failure_rate=number("BATCH_ASSETS_LOCAL_FAILURE_RATE", float, 0.0),
+            item_failure_status_codes=tuple(int(c) for c in codes_raw.split(",")) if codes_raw else (500, 429, 400),
+            seed=number("BATCH_ASSETS_LOCAL_SEED", int, 0),
+            expire_after_items=number("BATCH_ASSETS_LOCAL_EXPIRE_AFTER_ITEMS", int, None),
+            item_delay_seconds=number("BATCH_ASSETS_LOCAL_ITEM_DELAY_SECONDS", float, 0.0),
+            api_error_first_n=number("BATCH_ASSETS_LOCAL_API_ERRORS_FIRST_N", int, 0),
+            api_error_status=number("BATCH_ASSETS_LOCAL_API_ERROR_STATUS", int, 429),
+        )
+        return cls(
+            state_dir=Path(env.get("BATCH_ASSETS_LOCAL_STATE_DIR") or DEFAULT_STATE_DIR),
+            model_backend=env.get("BATCH_ASSETS_LOCAL_MODELS") or "real",  # type: ignore[arg-type]
+            completion_window_seconds=number(
+                "BATCH_ASSETS_LOCAL_COMPLETION_WINDOW_SECONDS", float, DEFAULT_COMPLETION_WINDOW_SECONDS
+            ),
+            worker_idle_seconds=number("BATCH_ASSETS_LOCAL_WORKER_IDLE_SECONDS", float, DEFAULT_WORKER_IDLE_SECONDS),
+            faults=faults,
+        )

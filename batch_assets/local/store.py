@@ -1,0 +1,265 @@
+"""Durable state of the local Batch API: SQLite for objects, plain files for file contents.
+
+Every process (the API in a Dagster run, the HTTP server, the detached worker) opens the same state
+folder; SQLite in WAL mode makes their short transactions safe across processes.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    id TEXT PRIMARY KEY,
+    bytes INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    filename TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    status TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    input_file_id TEXT NOT NULL,
+    completion_window TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    in_progress_at INTEGER, finalizing_at INTEGER, completed_at INTEGER, failed_at INTEGER,
+    expired_at INTEGER, cancelling_at INTEGER, cancelled_at INTEGER,
+    output_file_id TEXT, error_file_id TEXT,
+    errors TEXT,
+    metadata TEXT,
+    model TEXT,
+    total INTEGER NOT NULL DEFAULT 0,
+    completed INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    settings TEXT NOT NULL,
+    input_digest TEXT,
+    ending TEXT
+);
+CREATE INDEX IF NOT EXISTS batches_status ON batches(status);
+CREATE TABLE IF NOT EXISTS items (
+    batch_id TEXT NOT NULL,
+    line_no INTEGER NOT NULL,
+    succeeded INTEGER NOT NULL,
+    result TEXT NOT NULL,
+    PRIMARY KEY (batch_id, line_no)
+);
+"""
+
+ACTIVE_STATUSES = ("validating", "in_progress", "finalizing", "cancelling")
+_BATCH_TIMESTAMP_FIELDS = (
+    "in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at", "cancelled_at",
+)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}{secrets.token_hex(12)}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    id: str
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "object": "file", "bytes": self.bytes, "created_at": self.created_at,
+            "filename": self.filename, "purpose": self.purpose, "status": "processed",
+            "expires_at": None, "status_details": None,
+        }
+
+
+class StateStore:
+    """One state folder: `state.sqlite3` plus `files/<file id>`."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.files_dir = self.state_dir / "files"
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._connection().executescript(_SCHEMA)  # idempotent; executescript manages its own commit
+
+    # -- connections ---------------------------------------------------------------------------
+    def _connection(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = sqlite3.connect(self.state_dir / "state.sqlite3", timeout=60, isolation_level=None)
+            con.row_factory = sqlite3.Row
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            self._local.con = con
+        return con
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        con = self._connection()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        return self._connection().execute(sql, params).fetchall()
+
+    # -- files ---------------------------------------------------------------------------------
+    def file_path(self, file_id: str) -> Path:
+        return self.files_dir / file_id
+
+    def add_file(self, file_id: str, filename: str, purpose: str) -> StoredFile:
+        """Registers a file whose content is already at file_path(file_id)."""
+        stored = StoredFile(file_id, self.file_path(file_id).stat().st_size, now(), filename, purpose)
+        with self.transaction() as con:
+            con.execute(
+                "INSERT INTO files (id, bytes, created_at, filename, purpose) VALUES (?, ?, ?, ?, ?)",
+                (stored.id, stored.bytes, stored.created_at, stored.filename, stored.purpose),
+            )
+        return stored
+
+    def get_file(self, file_id: str) -> StoredFile | None:
+        rows = self.read(
+            "SELECT id, bytes, created_at, filename, purpose FROM files WHERE id = ? AND deleted = 0", (file_id,)
+        )
+        return StoredFile(*rows[0]) if rows else None
+
+    def list_files(self, purpose: str | None = None) -> list[StoredFile]:
+        sql = "SELECT id, bytes, created_at, filename, purpose FROM files WHERE deleted = 0"
+        params: tuple[Any, ...] = ()
+        if purpose:
+            sql += " AND purpose = ?"
+            params = (purpose,)
+        return [StoredFile(*row) for row in self.read(sql + " ORDER BY created_at DESC, id DESC", params)]
+
+    def delete_file(self, file_id: str) -> bool:
+        with self.transaction() as con:
+            changed = con.execute("UPDATE files SET deleted = 1 WHERE id = ? AND deleted = 0", (file_id,)).rowcount
+        if changed:
+            self.file_path(file_id).unlink(missing_ok=True)
+        return bool(changed)
+
+    # -- batches -------------------------------------------------------------------------------
+    def add_batch(
+        self, *, endpoint: str, input_file_id: str, completion_window: str, window_seconds: float,
+        metadata: dict[str, str] | None, settings: dict[str, Any],
+    ) -> dict[str, Any]:
+        batch_id = new_id("batch_")
+        created = now()
+        with self.transaction() as con:
+            con.execute(
+                "INSERT INTO batches (id, status, endpoint, input_file_id, completion_window, created_at,"
+                " expires_at, metadata, settings) VALUES (?, 'validating', ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    batch_id, endpoint, input_file_id, completion_window, created,
+                    created + max(1, round(window_seconds)),
+                    orjson.dumps(metadata).decode() if metadata is not None else None,
+                    orjson.dumps(settings).decode(),
+                ),
+            )
+        return self.get_batch_row(batch_id)  # type: ignore[return-value]
+
+    def get_batch_row(self, batch_id: str) -> dict[str, Any] | None:
+        rows = self.read("SELECT * FROM batches WHERE id = ?", (batch_id,))
+        return dict(rows[0]) if rows else None
+
+    def list_batch_rows(self, *, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """Newest first, like OpenAI; `after` is the id of the last batch of the previous page."""
+        params: list[Any] = []
+        sql = "SELECT * FROM batches"
+        if after:
+            sql += " WHERE seq < (SELECT seq FROM batches WHERE id = ?)"
+            params.append(after)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        params.append(limit + 1)
+        rows = [dict(r) for r in self.read(sql, tuple(params))]
+        return rows[:limit], len(rows) > limit
+
+    def next_active_batch_id(self) -> str | None:
+        marks = ",".join("?" * len(ACTIVE_STATUSES))
+        rows = self.read(f"SELECT id FROM batches WHERE status IN ({marks}) ORDER BY seq LIMIT 1", ACTIVE_STATUSES)
+        return rows[0]["id"] if rows else None
+
+    def has_active_batches(self) -> bool:
+        return self.next_active_batch_id() is not None
+
+    def update_batch(self, batch_id: str, *, only_if_status: tuple[str, ...] | None = None, **fields: Any) -> bool:
+        """Sets fields (JSON-encoding dicts/lists); with only_if_status, only from those statuses."""
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        values = [orjson.dumps(v).decode() if isinstance(v, dict | list) else v for v in fields.values()]
+        sql = f"UPDATE batches SET {assignments} WHERE id = ?"
+        values.append(batch_id)
+        if only_if_status:
+            sql += f" AND status IN ({','.join('?' * len(only_if_status))})"
+            values.extend(only_if_status)
+        with self.transaction() as con:
+            return con.execute(sql, tuple(values)).rowcount > 0
+
+    # -- per-item results ------------------------------------------------------------------------
+    def done_line_numbers(self, batch_id: str) -> set[int]:
+        return {row[0] for row in self.read("SELECT line_no FROM items WHERE batch_id = ?", (batch_id,))}
+
+    def record_items(self, batch_id: str, results: list[tuple[int, bool, bytes]], usage: tuple[int, int]) -> None:
+        """Stores finished items and bumps the batch's counts in one transaction (crash-safe resume)."""
+        succeeded = sum(1 for _, ok, _ in results if ok)
+        with self.transaction() as con:
+            con.executemany(
+                "INSERT OR IGNORE INTO items (batch_id, line_no, succeeded, result) VALUES (?, ?, ?, ?)",
+                [(batch_id, line_no, int(ok), payload.decode()) for line_no, ok, payload in results],
+            )
+            con.execute(
+                "UPDATE batches SET completed = completed + ?, failed = failed + ?,"
+                " input_tokens = input_tokens + ?, output_tokens = output_tokens + ? WHERE id = ?",
+                (succeeded, len(results) - succeeded, usage[0], usage[1], batch_id),
+            )
+
+    def iter_item_results(self, batch_id: str, *, succeeded: bool) -> Iterator[str]:
+        cursor = self._connection().execute(
+            "SELECT result FROM items WHERE batch_id = ? AND succeeded = ? ORDER BY line_no", (batch_id, int(succeeded))
+        )
+        for (result,) in cursor:
+            yield result
+
+
+def batch_row_to_api(row: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAI Batch object for a stored row."""
+    obj: dict[str, Any] = {
+        "id": row["id"], "object": "batch", "endpoint": row["endpoint"],
+        "errors": orjson.loads(row["errors"]) if row["errors"] else None,
+        "input_file_id": row["input_file_id"], "completion_window": row["completion_window"],
+        "status": row["status"], "output_file_id": row["output_file_id"], "error_file_id": row["error_file_id"],
+        "created_at": row["created_at"], "expires_at": row["expires_at"],
+        "request_counts": {"total": row["total"], "completed": row["completed"], "failed": row["failed"]},
+        "metadata": orjson.loads(row["metadata"]) if row["metadata"] else None,
+        "model": row["model"],
+        "usage": {
+            "input_tokens": row["input_tokens"], "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": row["output_tokens"], "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": row["input_tokens"] + row["output_tokens"],
+        },
+    }
+    for name in _BATCH_TIMESTAMP_FIELDS:
+        obj[name] = row[name]
+    return obj

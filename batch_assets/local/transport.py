@@ -1,0 +1,72 @@
+"""In-process access: an httpx transport that hands the openai SDK's requests to LocalBatchAPI.
+
+openai 3.x builds on the `httpx2` package; this transport is an `httpx2.BaseTransport`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+
+import httpx2
+import openai
+
+from batch_assets.local.api import ApiRequest, LocalBatchAPI
+from batch_assets.local.config import EngineConfig
+
+LOCAL_BASE_URL = "http://local-batch-api/v1"
+# Request bodies above this size are spooled to a temporary file instead of memory.
+SPOOL_BYTES = 8 << 20
+
+
+class _ByteStream(httpx2.SyncByteStream):
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._chunks
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+
+class LocalTransport(httpx2.BaseTransport):
+    def __init__(self, api: LocalBatchAPI) -> None:
+        self.api = api
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+        for chunk in request.stream:  # type: ignore[union-attr]
+            body.write(chunk)
+        body.seek(0)
+        api_request = ApiRequest(
+            method=request.method,
+            path=request.url.path,
+            query=dict(request.url.params),
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,  # type: ignore[arg-type]
+        )
+        try:
+            response = self.api.handle(api_request)
+        finally:
+            body.close()
+        if isinstance(response.body, bytes | bytearray):
+            return httpx2.Response(response.status, headers=response.headers, content=bytes(response.body))
+        return httpx2.Response(response.status, headers=response.headers, stream=_ByteStream(response.body))
+
+
+def local_openai_client(config: EngineConfig | None = None, *, max_retries: int = 2,
+                        api: LocalBatchAPI | None = None) -> openai.OpenAI:
+    """An `openai.OpenAI` whose every request is served in this process by the local Batch API."""
+    api = api or LocalBatchAPI(config)
+    return openai.OpenAI(
+        api_key="local",
+        base_url=LOCAL_BASE_URL,
+        max_retries=max_retries,
+        http_client=httpx2.Client(transport=LocalTransport(api), base_url=LOCAL_BASE_URL, timeout=600),
+    )
+
+
+__all__ = ["LOCAL_BASE_URL", "LocalTransport", "local_openai_client"]

@@ -29,7 +29,7 @@ BATCH_CANCELLED_CODE: Final = "batch_cancelled"
 
 # Limits OpenAI documents for one batch input file.
 MAX_REQUESTS_PER_FILE: Final = 50_000
-MAX_FILE_BYTES: Final = 200 * 1024 * 1024
+MAX_FILE_BYTES: Final = 200_000_000  # "200 MB": read as decimal, the safe side of the limit
 MAX_EMBEDDING_INPUTS_PER_BATCH: Final = 50_000
 CUSTOM_ID_MAX_LEN: Final = 64
 METADATA_MAX_PAIRS: Final = 16

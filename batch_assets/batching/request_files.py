@@ -1,0 +1,291 @@
+"""Split prepared requests into JSONL batch input files under every limit, streamed.
+
+One file holds one endpoint and one model (OpenAI's rule). :func:`write_request_files` keeps one
+open writer per (url, model), serialises each line once with orjson, counts its bytes exactly as
+written (line + ``\\n``), and rolls to a new file before a line would break any limit: requests,
+bytes, input tokens (per-file budget, e.g. a model's enqueued-token limit), embedding inputs.
+Files are written as ``<name>.tmp`` and renamed when complete; on any error every file this call
+wrote is removed, so a failed call leaves no half-set of files behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, BinaryIO, Final
+
+import orjson
+
+from batch_assets.batching.protocol import (
+    CHAT_COMPLETIONS_URL,
+    EMBEDDINGS_URL,
+    MAX_EMBEDDING_INPUTS_PER_BATCH,
+    MAX_FILE_BYTES,
+    MAX_REQUESTS_PER_FILE,
+    SUPPORTED_URLS,
+)
+from batch_assets.batching.requests import chat_body, custom_ids_for, embedding_body
+from batch_assets.batching.tokens import count_chat_tokens, count_text_tokens
+
+_PREPARE_CHUNK: Final = 65_536
+_UNSAFE_NAME_CHARS: Final = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """Limits one batch input file must respect.
+
+    ``max_tokens_per_file`` is a per-file input-token budget for every model (None: no budget);
+    ``tokens_per_file_by_model`` overrides it per exact model name, e.g. each model's
+    enqueued-token limit for your OpenAI tier, so a file never exceeds what that model accepts.
+    ``max_embedding_inputs_per_file`` counts inputs (a request may embed several texts).
+    """
+
+    max_requests_per_file: int = MAX_REQUESTS_PER_FILE
+    max_bytes_per_file: int = MAX_FILE_BYTES
+    max_tokens_per_file: int | None = None
+    tokens_per_file_by_model: Mapping[str, int] = field(default_factory=dict)
+    max_embedding_inputs_per_file: int = MAX_EMBEDDING_INPUTS_PER_BATCH
+
+    def __post_init__(self) -> None:
+        for name in ("max_requests_per_file", "max_bytes_per_file", "max_embedding_inputs_per_file"):
+            _check_positive(name, getattr(self, name))
+        if self.max_tokens_per_file is not None:
+            _check_positive("max_tokens_per_file", self.max_tokens_per_file)
+        for model, budget in self.tokens_per_file_by_model.items():
+            _check_positive(f"tokens_per_file_by_model[{model!r}]", budget)
+        object.__setattr__(self, "tokens_per_file_by_model", MappingProxyType(dict(self.tokens_per_file_by_model)))
+
+    @classmethod
+    def openai(cls, tokens_per_file_by_model: Mapping[str, int] | None = None) -> BatchLimits:
+        """OpenAI's documented per-file limits (50,000 requests, 200 MB, 50,000 embedding inputs),
+        plus optional per-model token budgets (your tier's enqueued-token limits)."""
+        return cls(tokens_per_file_by_model=dict(tokens_per_file_by_model or {}))
+
+    def token_budget(self, model: str) -> int | None:
+        """Input-token budget of one file for ``model`` (None: unlimited)."""
+        return self.tokens_per_file_by_model.get(model, self.max_tokens_per_file)
+
+
+def _check_positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"BatchLimits.{name} must be a positive int, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """A request ready to write: its body, and the input tokens and inputs it will use."""
+
+    custom_id: str
+    url: str
+    model: str
+    body: dict[str, Any]
+    input_tokens: int
+    n_inputs: int = 1
+
+
+@dataclass(frozen=True)
+class RequestFile:
+    """One written batch input file: what it holds, for upload and bookkeeping."""
+
+    path: Path
+    url: str
+    model: str
+    n_requests: int
+    n_bytes: int
+    input_tokens: int
+    n_inputs: int  # embedding inputs (0 for chat files)
+    custom_ids: tuple[str, ...]
+
+
+def sanitize_model_name(model: str) -> str:
+    """A model name safe in a file name: ``local/fake-embedder`` -> ``local_fake-embedder``."""
+    return _UNSAFE_NAME_CHARS.sub("_", model) or "model"
+
+
+class _Writer:
+    __slots__ = ("path", "tmp", "fh", "url", "model", "n_requests", "n_bytes", "tokens", "n_inputs", "ids")
+
+    def __init__(self, path: Path, url: str, model: str) -> None:
+        self.path = path
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.fh: BinaryIO = open(self.tmp, "wb", buffering=1 << 20)  # closed in finish() or discard()
+        self.url, self.model = url, model
+        self.n_requests = self.n_bytes = self.tokens = self.n_inputs = 0
+        self.ids: list[str] = []
+
+    def finish(self) -> RequestFile:
+        self.fh.close()
+        os.replace(self.tmp, self.path)
+        return RequestFile(self.path, self.url, self.model, self.n_requests, self.n_bytes,
+                           self.tokens, self.n_inputs, tuple(self.ids))
+
+    def discard(self) -> None:
+        self.fh.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_request_files(
+    requests: Iterable[PreparedRequest], out_dir: Path, *, limits: BatchLimits, file_stem: str
+) -> list[RequestFile]:
+    """Stream ``requests`` into JSONL files named ``{file_stem}-{model}-{index:03d}.jsonl``.
+
+    The index counts files per (sanitized) model, from 000, in input order: deterministic for the
+    same input. Existing files of the same name are replaced. Returns the files sorted by model name, then index.
+    Raises ValueError on a duplicate custom_id, an unsupported url, or a single
+    request that breaks a whole-file limit on its own.
+    """
+    if not file_stem or _UNSAFE_NAME_CHARS.search(file_stem):
+        raise ValueError(f"file_stem {file_stem!r} must be non-empty and use only [A-Za-z0-9._-]")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writers: dict[tuple[str, str], _Writer] = {}
+    next_index: dict[str, int] = {}
+    done: list[RequestFile] = []
+    seen: set[str] = set()
+    max_requests, max_bytes = limits.max_requests_per_file, limits.max_bytes_per_file
+    max_inputs = limits.max_embedding_inputs_per_file
+    budgets: dict[str, int | None] = {}
+    dumps = orjson.dumps
+    try:
+        for req in requests:
+            cid = req.custom_id
+            if cid in seen:
+                raise ValueError(f"duplicate custom_id {cid!r}: every request needs its own id")
+            seen.add(cid)
+            line = dumps({"custom_id": cid, "method": "POST", "url": req.url, "body": req.body}) + b"\n"
+            key = (req.url, req.model)
+            w = writers.get(key)
+            if w is None:
+                if req.url not in SUPPORTED_URLS:
+                    raise ValueError(f"{cid}: unsupported endpoint {req.url!r}; supported: {SUPPORTED_URLS}")
+                budgets[req.model] = limits.token_budget(req.model)
+            if req.body.get("model") != req.model:
+                raise ValueError(f"{cid}: body model {req.body.get('model')!r} differs from model {req.model!r}")
+            budget = budgets[req.model]
+            n, tokens = len(line), req.input_tokens
+            inputs = req.n_inputs if req.url == EMBEDDINGS_URL else 0  # the inputs limit is embeddings-only
+            if w is None or (
+                w.n_requests >= max_requests
+                or w.n_bytes + n > max_bytes
+                or (budget is not None and w.tokens + tokens > budget)
+                or w.n_inputs + inputs > max_inputs
+            ):
+                _check_fits(req, n, budget, inputs, limits)
+                if w is not None:
+                    done.append(w.finish())
+                index = next_index.get(safe := sanitize_model_name(req.model), 0)
+                next_index[safe] = index + 1
+                w = writers[key] = _Writer(out_dir / f"{file_stem}-{safe}-{index:03d}.jsonl", req.url, req.model)
+            w.fh.write(line)
+            w.n_requests += 1
+            w.n_bytes += n
+            w.tokens += tokens
+            w.n_inputs += inputs
+            w.ids.append(cid)
+        for w in writers.values():
+            done.append(w.finish())
+        writers.clear()
+        done.sort(key=_file_order)
+    except BaseException:
+        for w in writers.values():
+            w.discard()
+        for f in done:
+            f.path.unlink(missing_ok=True)
+        raise
+    return done
+
+
+def _file_order(f: RequestFile) -> tuple[str, int]:
+    head, index = f.path.stem.rsplit("-", 1)
+    return head, int(index)
+
+
+def _check_fits(req: PreparedRequest, n_bytes: int, budget: int | None, inputs: int, limits: BatchLimits) -> None:
+    """A request that alone breaks a whole-file limit can never be written: say what to do."""
+    if n_bytes > limits.max_bytes_per_file:
+        raise ValueError(
+            f"request {req.custom_id!r} is {n_bytes} bytes as a JSONL line, over the per-file limit of "
+            f"{limits.max_bytes_per_file} bytes: shorten or split its input"
+        )
+    if budget is not None and req.input_tokens > budget:
+        raise ValueError(
+            f"request {req.custom_id!r} has {req.input_tokens} input tokens, over the per-file token "
+            f"budget of {budget} for {req.model}: shorten its input or raise the budget in BatchLimits"
+        )
+    if inputs > limits.max_embedding_inputs_per_file:
+        raise ValueError(
+            f"request {req.custom_id!r} embeds {inputs} inputs, over the per-file limit of "
+            f"{limits.max_embedding_inputs_per_file}: send fewer inputs per request"
+        )
+
+
+def _check_lengths(ids: Sequence[str], values: Sequence[Any], what: str) -> None:
+    if len(ids) != len(values):
+        raise ValueError(f"got {len(ids)} ids but {len(values)} {what}")
+
+
+def prepare_embedding_requests(
+    ids: Sequence[str],
+    texts: Sequence[str],
+    model: str,
+    *,
+    dimensions: int | None = None,
+    custom_id_prefix: str = "",
+    num_threads: int | None = None,
+) -> Iterator[PreparedRequest]:
+    """Embedding requests for ``(id, text)`` rows, one text per request, tokens counted exactly.
+
+    Ids, custom ids and empty texts are checked now; the requests are produced lazily, in chunks
+    (token counting runs in parallel per chunk), so they stream into :func:`write_request_files`.
+    """
+    _check_lengths(ids, texts, "texts")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text:
+            raise ValueError(
+                f"text of item {ids[i]!r} is empty: OpenAI rejects empty embedding inputs; "
+                "drop or replace empty documents first"
+            )
+    custom_ids = custom_ids_for(ids, custom_id_prefix)
+    embedding_body(model, "x", dimensions)  # validates model and dimensions once
+    extra = {} if dimensions is None else {"dimensions": dimensions}
+
+    def generate() -> Iterator[PreparedRequest]:
+        for start in range(0, len(texts), _PREPARE_CHUNK):
+            chunk = texts[start : start + _PREPARE_CHUNK]
+            counts = count_text_tokens(chunk, model, num_threads=num_threads)
+            for cid, text, tokens in zip(custom_ids[start : start + _PREPARE_CHUNK], chunk, counts, strict=True):
+                yield PreparedRequest(cid, EMBEDDINGS_URL, model, {"model": model, "input": text, **extra}, tokens, 1)
+
+    return generate()
+
+
+def prepare_chat_requests(
+    ids: Sequence[str],
+    messages_list: Sequence[Sequence[Mapping[str, Any]]],
+    model: str,
+    *,
+    custom_id_prefix: str = "",
+    num_threads: int | None = None,
+    **params: Any,
+) -> Iterator[PreparedRequest]:
+    """Chat requests for ``(id, messages)`` rows; ``params`` go to :func:`chat_body`
+    (max_tokens, max_completion_tokens, temperature, seed, response_format). Lazy like
+    :func:`prepare_embedding_requests`; ids and custom ids are checked now, bodies as they are built.
+    """
+    _check_lengths(ids, messages_list, "conversations")
+    custom_ids = custom_ids_for(ids, custom_id_prefix)
+    chat_body(model, [{"role": "user", "content": "x"}], **params)  # validates params once
+
+    def generate() -> Iterator[PreparedRequest]:
+        for start in range(0, len(messages_list), _PREPARE_CHUNK):
+            chunk = messages_list[start : start + _PREPARE_CHUNK]
+            counts = count_chat_tokens(chunk, model, num_threads=num_threads)
+            for cid, messages, tokens in zip(custom_ids[start : start + _PREPARE_CHUNK], chunk, counts, strict=True):
+                yield PreparedRequest(cid, CHAT_COMPLETIONS_URL, model, chat_body(model, messages, **params), tokens, 1)
+
+    return generate()

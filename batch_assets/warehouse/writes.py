@@ -1,0 +1,201 @@
+"""Partition-replace writes: one month (and, for shared tables, one pipeline) replaced in one transaction.
+
+Frames reach DuckDB through the Arrow C stream interface (zero copy, no pyarrow needed). Big loads — a month
+of 1536-float embeddings — go through Parquet files instead: DuckDB streams them into the table without the
+rows ever being Python objects (a LazyFrame is sunk to Parquet first, which polars also streams).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from batch_assets.sources import month_start
+from batch_assets.warehouse.schema import (
+    EMBEDDING_COLUMN,
+    EMBEDDINGS_TABLE,
+    PIPELINE_TABLES,
+    WarehouseError,
+    check_table,
+    embedding_dims,
+    ensure_embeddings_table,
+    quote,
+    table_exists,
+)
+
+
+class _ArrowStream:
+    """A polars frame seen only through `__arrow_c_stream__`, which DuckDB scans without pyarrow."""
+
+    def __init__(self, frame: pl.DataFrame) -> None:
+        self._frame = frame
+
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object:
+        return self._frame.__arrow_c_stream__(requested_schema)
+
+
+def replace_partition(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    month: str | date,
+    frame: pl.DataFrame | pl.LazyFrame,
+    *,
+    pipeline: str | None = None,
+) -> int:
+    """Replace `table`'s rows for `month` (and `pipeline`, for batch_outcomes / batch_costs) with `frame`.
+
+    The frame's columns must be the table's; `month` and `pipeline` may be left out and are then filled in,
+    and when present every row must hold the month (and pipeline) being written. Delete and insert run in one
+    transaction: on any error nothing changes. Returns the number of rows written.
+    """
+    if isinstance(frame, pl.LazyFrame):
+        with tempfile.TemporaryDirectory(prefix="batch_assets_") as folder:
+            path = Path(folder) / "partition.parquet"
+            frame.sink_parquet(path)
+            return replace_partition_from_parquet(con, table, month, [path], pipeline=pipeline)
+    check_table(table)
+    dims = _frame_dims(frame) if table == EMBEDDINGS_TABLE else None
+    name = f"_batch_assets_frame_{uuid.uuid4().hex}"
+    con.register(name, _ArrowStream(frame))
+    try:
+        return _replace(con, table, month_start(month), pipeline, quote(name), frame.columns, dims)
+    finally:
+        con.unregister(name)
+
+
+def replace_partition_from_parquet(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    month: str | date,
+    parquet_paths: str | Path | Sequence[str | Path],
+    *,
+    pipeline: str | None = None,
+) -> int:
+    """`replace_partition` with rows from Parquet files, streamed by DuckDB (for big embedding loads)."""
+    check_table(table)
+    raw = [parquet_paths] if isinstance(parquet_paths, str | Path) else list(parquet_paths)
+    paths = [Path(p) for p in raw]
+    if not paths:
+        raise WarehouseError(f"no Parquet files given for {table}")
+    absent = [str(p) for p in paths if not p.is_file()]
+    if absent:
+        raise WarehouseError(f"Parquet files not found: {', '.join(absent[:5])}")
+    listed = ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths)
+    source = f"read_parquet([{listed}], union_by_name = true)"
+    columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
+    dims = None
+    if table == EMBEDDINGS_TABLE and EMBEDDING_COLUMN in columns:
+        first = con.execute(
+            f"SELECT len(embedding) FROM {source} WHERE embedding IS NOT NULL LIMIT 1"
+        ).fetchall()
+        dims = int(first[0][0]) if first else None
+    return _replace(con, table, month_start(month), pipeline, source, columns, dims)
+
+
+def _frame_dims(frame: pl.DataFrame) -> int | None:
+    """The width of the frame's embedding vectors, checked to be the same for every row."""
+    if EMBEDDING_COLUMN not in frame.columns:
+        return None  # the column check reports it
+    dtype = frame.schema[EMBEDDING_COLUMN]
+    if isinstance(dtype, pl.Array):
+        return int(dtype.size)
+    if not isinstance(dtype, pl.List):
+        raise WarehouseError(f"the embedding column must be a list or array of floats; got {dtype}")
+    lengths = frame[EMBEDDING_COLUMN].list.len().drop_nulls()
+    if lengths.len() == 0:
+        return None
+    shortest, longest = int(lengths.min()), int(lengths.max())  # type: ignore[arg-type]
+    if shortest != longest:
+        raise WarehouseError(
+            f"embedding vectors in one write must all have the same length; found {shortest} to {longest}"
+        )
+    return shortest
+
+
+def _check_columns(table: str, columns: Sequence[str], fillable: Sequence[str]) -> None:
+    expected = check_table(table)
+    missing = [c for c in expected if c not in columns and c not in fillable]
+    extra = [c for c in columns if c not in expected]
+    if missing or extra:
+        raise WarehouseError(
+            f"the rows for {table} do not match its columns: missing {', '.join(missing) or 'none'}; "
+            f"unexpected {', '.join(extra) or 'none'} (expected {', '.join(expected)})"
+        )
+
+
+def _check_values(con: duckdb.DuckDBPyConnection, source: str, column: str, expr: str, value: object) -> None:
+    """Every row of the source holds `value` in `column` (rows of another month would escape the month)."""
+    rows = con.execute(
+        f"SELECT count(*), CAST(any_value({quote(column)}) AS VARCHAR) FROM {source} "
+        f"WHERE {expr} IS DISTINCT FROM $v",
+        {"v": value},
+    ).fetchall()
+    count, example = rows[0]
+    if count:
+        raise WarehouseError(
+            f"{count} rows have {column} {example!r}, not {value}: write one {column} per call "
+            f"(or leave the {column} column out and it is filled in)"
+        )
+
+
+def _replace(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    month: date,
+    pipeline: str | None,
+    source: str,
+    columns: Sequence[str],
+    dims: int | None,
+) -> int:
+    shared = table in PIPELINE_TABLES
+    if shared and not pipeline:
+        raise WarehouseError(
+            f"{table} is shared by the pipelines: pass pipeline=... to say whose rows to replace"
+        )
+    if not shared and pipeline is not None:
+        raise WarehouseError(f"{table} has no pipeline column: leave pipeline=None")
+    fills = {
+        "month": "CAST($month AS DATE)",
+        **({"pipeline": "CAST($pipeline AS VARCHAR)"} if shared else {}),
+    }
+    _check_columns(table, columns, list(fills))
+    if "month" in columns:
+        _check_values(con, source, "month", 'CAST("month" AS DATE)', month)
+    if shared and "pipeline" in columns:
+        _check_values(con, source, "pipeline", '"pipeline"', pipeline)
+    params: dict[str, object] = {"month": month, **({"pipeline": pipeline} if shared else {})}
+    where = "month = CAST($month AS DATE)" + (" AND pipeline = CAST($pipeline AS VARCHAR)" if shared else "")
+    con.begin()
+    try:
+        if table == EMBEDDINGS_TABLE:
+            if dims is not None:
+                ensure_embeddings_table(con, dims)
+            elif not table_exists(con, table):
+                con.commit()  # no vectors and no table: nothing to replace
+                return 0
+        types = {c: t.replace("[N]", f"[{embedding_dims(con)}]") for c, t in check_table(table).items()}
+        select = ", ".join(
+            f"CAST({quote(c)} AS {t}) AS {quote(c)}" if c in columns else f"{fills[c]} AS {quote(c)}"
+            for c, t in types.items()
+        )
+        con.execute(f"DELETE FROM {quote(table)} WHERE {where}", params).fetchall()
+        filled = {name: params[name] for name in fills if name not in columns}
+        written = con.execute(
+            f"INSERT INTO {quote(table)} BY NAME SELECT {select} FROM {source}", filled or None
+        ).fetchall()[0][0]
+        con.commit()
+    except duckdb.Error as error:
+        con.rollback()
+        raise WarehouseError(
+            f"writing {month:%Y-%m} of {table} failed and nothing was changed: {error}"
+        ) from error
+    except BaseException:
+        con.rollback()
+        raise
+    return int(written)

@@ -1,0 +1,79 @@
+"""Assembles the code location: sources, one set of assets per pipeline, the batch sensor, the schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dagster as dg
+
+from batch_assets.defs.factory import build_pipeline
+from batch_assets.defs.partitions import monthly_partitions
+from batch_assets.defs.resources import BatchAPIResource, SourcesResource, WarehouseResource
+from batch_assets.defs.sensor import build_batch_sensor
+from batch_assets.defs.source_assets import build_source_assets
+from batch_assets.pipelines.catalog import PIPELINES
+from batch_assets.pipelines.spec import PipelineSpec
+from batch_assets.settings import PlatformSettings
+
+
+def batch_api_resource(settings: PlatformSettings) -> BatchAPIResource:
+    if settings.provider == "openai":
+        import os
+
+        if not os.environ.get("OPENAI_API_KEY"):
+            raise dg.DagsterInvalidDefinitionError(
+                "BATCH_ASSETS_PROVIDER=openai but OPENAI_API_KEY is not set: set OPENAI_API_KEY (and OPENAI_BASE_URL "
+                "for an OpenAI-compatible endpoint), or use the local engine with BATCH_ASSETS_PROVIDER=local"
+            )
+        return BatchAPIResource(provider="openai", api_key=dg.EnvVar("OPENAI_API_KEY"),
+                                base_url=os.environ.get("OPENAI_BASE_URL"))
+    return BatchAPIResource(provider="local", local_state_dir=str(settings.local_state_dir))
+
+
+def build_definitions(settings: PlatformSettings | None = None,
+                      pipelines: Sequence[PipelineSpec] = PIPELINES) -> dg.Definitions:
+    settings = settings or PlatformSettings.from_env()
+    partitions_def = monthly_partitions(settings)
+    assets: list[dg.AssetsDefinition] = build_source_assets(partitions_def)
+    jobs: list = []
+    collect_jobs, submit_jobs = {}, {}
+    for spec in pipelines:
+        pipeline_assets, pipeline_jobs = build_pipeline(spec, partitions_def)
+        assets += pipeline_assets
+        jobs += pipeline_jobs.values()
+        collect_jobs[spec.name] = pipeline_jobs["collect"]
+        submit_jobs[spec.name] = pipeline_jobs["submit"]
+    jobs.append(dg.define_asset_job(
+        "submit_month",
+        selection=dg.AssetSelection.assets(*{spec.source for spec in pipelines},
+                                           *[spec.requests_asset for spec in pipelines],
+                                           *[spec.batches_asset for spec in pipelines]),
+        description="Every pipeline for one month: load sources, write request files, submit batches. "
+                    "The batch sensor carries each pipeline on to its output table.",
+    ))
+    schedules = []
+    if "reports" in submit_jobs:
+        schedules.append(dg.build_schedule_from_partitioned_job(
+            submit_jobs["reports"], name="monthly_reports_schedule", hour_of_day=2,
+            description="On the 1st of each month, submits the previous month's company reports.",
+            # Free on the local engine; with a paid provider, switch it on deliberately.
+            default_status=dg.DefaultScheduleStatus.RUNNING if settings.provider == "local"
+            else dg.DefaultScheduleStatus.STOPPED,
+        ))
+    return dg.Definitions(
+        assets=assets,
+        jobs=jobs,
+        schedules=schedules,
+        sensors=[build_batch_sensor(pipelines, collect_jobs, settings.sensor_interval_seconds)],
+        resources={
+            "batch_api": batch_api_resource(settings),
+            "warehouse_db": WarehouseResource(duckdb_path=str(settings.duckdb_path), data_dir=str(settings.data_dir)),
+            "sources_config": SourcesResource(documents_path=settings.documents_path,
+                                              docs_per_month=settings.docs_per_month,
+                                              company_metrics_path=settings.company_metrics_path),
+            "io_manager": dg.FilesystemIOManager(base_dir=str(settings.data_dir / "dagster_io")),
+        },
+    )
+
+
+defs = build_definitions()

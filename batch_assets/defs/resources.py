@@ -1,0 +1,63 @@
+"""Dagster resources: the Batch API client and the warehouse. Thin wrappers over batching/ and warehouse/."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from batch_assets import warehouse
+from batch_assets.batching.client import BatchClient, openai_client_from_env
+from batch_assets.provider import check_provider
+
+
+class BatchAPIResource(dg.ConfigurableResource):
+    """Where batches go. provider 'local' (default) or 'openai' (any OpenAI-compatible endpoint)."""
+
+    provider: str = "local"
+    api_key: str | None = None  # set from EnvVar("OPENAI_API_KEY"), never a literal
+    base_url: str | None = None
+    local_state_dir: str = ".batch_assets/local_api"
+    max_retries: int = 3
+
+    def client(self) -> BatchClient:
+        check_provider(self.provider)
+        if self.provider == "openai":
+            env = {"OPENAI_API_KEY": self.api_key or "", "OPENAI_BASE_URL": self.base_url or ""}
+            return BatchClient(openai_client_from_env(env, max_retries=self.max_retries))
+        from batch_assets.local.config import EngineConfig
+        from batch_assets.local.transport import local_openai_client
+
+        config = dataclasses.replace(EngineConfig.from_env(), state_dir=Path(self.local_state_dir))
+        return BatchClient(local_openai_client(config, max_retries=self.max_retries))
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The DuckDB warehouse file and the folder for request and result files."""
+
+    duckdb_path: str
+    data_dir: str
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        con = warehouse.connect(self.duckdb_path)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def work_dir(self, kind: str, pipeline: str, month: date) -> Path:
+        return Path(self.data_dir) / kind / pipeline / f"{month:%Y-%m}"
+
+
+class SourcesResource(dg.ConfigurableResource):
+    """Where documents and company metrics come from (defaults: the bundled demo data)."""
+
+    documents_path: str | None = None
+    docs_per_month: int | None = None
+    company_metrics_path: str | None = None

@@ -1,0 +1,17 @@
+"""Table column schemas for the catalog, from the warehouse's own table definitions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import dagster as dg
+
+from batch_assets.warehouse import TABLES
+
+
+def table_schema(table: str, descriptions: Mapping[str, str] | None = None) -> dg.TableSchema:
+    descriptions = descriptions or {}
+    return dg.TableSchema(columns=[
+        dg.TableColumn(name, sql_type.replace("{dims}", "N"), description=descriptions.get(name))
+        for name, sql_type in TABLES[table].items()
+    ])

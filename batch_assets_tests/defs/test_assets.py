@@ -1,0 +1,110 @@
+"""Each asset, job and config path of the platform, on the local engine with fake models (fast)."""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from batch_assets.defs.definitions import build_definitions
+from batch_assets.provider import ProviderError
+from batch_assets.settings import PlatformSettings
+from batch_assets_tests.defs.conftest import MONTH, Platform
+
+
+def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    [event] = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey(asset)]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_sources_land_in_the_warehouse(fake_platform: Platform) -> None:
+    result = fake_platform.run_job("submit_month")
+    assert _metadata(result, "raw_documents")["dagster/row_count"] == 6
+    assert _metadata(result, "company_metrics")["dagster/row_count"] == 5
+    assert fake_platform.query("SELECT count(*), min(month), max(month) FROM raw_documents") == [
+        (6, pl.Series([MONTH]).str.to_date()[0], pl.Series([MONTH]).str.to_date()[0])]
+
+
+def test_requests_carry_exact_tokens_and_cost_estimates(fake_platform: Platform) -> None:
+    result = fake_platform.run_job("sentiment_submit")
+    requests = _metadata(result, "sentiment_requests")
+    assert requests["requests"] == 6 and requests["files"] == 1 and requests["input_tokens"] > 6 * 20
+    assert requests["model"] == "gpt-4o-mini"
+    assert requests["estimated_batch_usd"] == pytest.approx(requests["estimated_standard_usd"] / 2)
+    assert requests["estimated_saving_usd"] > 0
+    batches = _metadata(result, "sentiment_batches")
+    assert len(batches["batch_ids"]) == 1 and batches["provider"] == "local" and batches["adopted"] == 0
+
+
+def test_resubmitting_the_same_files_adopts_the_live_batch(fake_platform: Platform) -> None:
+    first = _metadata(fake_platform.run_job("embeddings_submit"), "embeddings_batches")
+    again = _metadata(fake_platform.run_job("embeddings_submit"), "embeddings_batches")
+    assert again["batch_ids"] == first["batch_ids"] and again["adopted"] == 1
+
+
+def test_a_month_of_every_pipeline_reaches_duckdb(fake_platform: Platform) -> None:
+    fake_platform.run_job("submit_month")
+    requested = fake_platform.drive_sensor()
+    assert sorted(r.job_name for r in requested) == ["embeddings_collect", "reports_collect", "sentiment_collect"]
+    assert {r.partition_key for r in requested} == {MONTH}
+    assert fake_platform.query("SELECT count(*), min(dims) FROM document_embeddings") == [(6, 384)]
+    labels = fake_platform.query("SELECT label FROM document_labels")
+    assert len(labels) == 6 and {label for (label,) in labels} <= {"positive", "negative", "neutral"}
+    assert fake_platform.query("SELECT count(*) FROM monthly_reports") == [(5,)]
+    outcomes = fake_platform.query("SELECT pipeline, outcome, count(*) FROM batch_outcomes GROUP BY ALL ORDER BY 1")
+    assert outcomes == [("embeddings", "succeeded", 6), ("reports", "succeeded", 5), ("sentiment", "succeeded", 6)]
+    costs = fake_platform.query("SELECT pipeline, requests, prompt_tokens > 0, batch_usd FROM batch_costs ORDER BY 1")
+    assert costs == [("embeddings", 6, True, 0.0), ("reports", 5, True, 0.0), ("sentiment", 6, True, 0.0)]
+    sentiment_run = next(r for r in fake_platform.collect_runs if r.job_def.name == "sentiment_collect")
+    checks = {e.check_name: e for e in sentiment_run.get_asset_check_evaluations()}
+    assert set(checks) == {"label_accuracy", "labels_valid"} and checks["labels_valid"].passed
+    assert checks["label_accuracy"].metadata["documents_with_gold_label"].value == 6
+
+
+def test_rematerializing_a_month_replaces_its_rows(fake_platform: Platform) -> None:
+    for _ in range(2):
+        fake_platform.run_job("reports_submit")
+        fake_platform.drive_sensor()
+    assert fake_platform.query("SELECT count(*) FROM monthly_reports") == [(5,)]
+    assert fake_platform.query("SELECT count(*) FROM batch_outcomes") == [(5,)]
+
+
+def test_launchpad_config_changes_model_settings(fake_platform: Platform) -> None:
+    config = {"ops": {"embeddings_requests": {"config": {"dimensions": 64, "model": "text-embedding-3-large"}}}}
+    result = fake_platform.run_job("embeddings_submit", run_config=config)
+    assert _metadata(result, "embeddings_requests")["model"] == "text-embedding-3-large"
+    fake_platform.drive_sensor()
+    assert fake_platform.query("SELECT DISTINCT dims FROM document_embeddings") == [(64,)]
+
+
+def test_results_record_actual_usage(fake_platform: Platform) -> None:
+    fake_platform.run_job("sentiment_submit")
+    fake_platform.drive_sensor()
+    [run] = fake_platform.collect_runs
+    results = _metadata(run, "sentiment_results")
+    assert results["outcome_succeeded"] == 6 and results["prompt_tokens"] > 0
+    assert results["actual_batch_usd"] == 0.0  # local models are free
+    # what the same tokens would cost on the requested OpenAI model
+    assert results["openai_equivalent_batch_usd"] > 0
+    assert results["openai_equivalent_batch_usd"] == pytest.approx(results["openai_equivalent_standard_usd"] / 2)
+
+
+def test_missing_openai_key_fails_at_load_with_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCH_ASSETS_PROVIDER", "openai")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(dg.DagsterInvalidDefinitionError, match="set OPENAI_API_KEY"):
+        build_definitions(PlatformSettings.from_env())
+    monkeypatch.setenv("BATCH_ASSETS_PROVIDER", "anthropic")
+    with pytest.raises(ProviderError, match="'local'"):
+        PlatformSettings.from_env()
+
+
+def test_openai_provider_reads_the_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCH_ASSETS_PROVIDER", "openai")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-real")
+    defs = build_definitions(PlatformSettings.from_env())
+    resource = defs.resources["batch_api"]
+    assert resource.provider == "openai"
+    assert "sk-test-not-real" not in repr(resource)  # an EnvVar, resolved at run time
+    schedule = defs.resolve_schedule_def("monthly_reports_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED  # nobody pays by accident

@@ -1,0 +1,76 @@
+"""The batch sensor over a real ephemeral Dagster instance and the local engine (fake models)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from batch_assets_tests.defs.conftest import MONTH, Platform, make_platform
+
+
+@pytest.fixture
+def slow_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Platform:
+    """Items take 0.3 s each, so a month stays pending for a few ticks."""
+    return make_platform(tmp_path, monkeypatch, models="fake", BATCH_ASSETS_LOCAL_ITEM_DELAY_SECONDS="0.3")
+
+
+def test_nothing_submitted_means_nothing_to_do(fake_platform: Platform) -> None:
+    result = fake_platform.tick()
+    assert result.skip_reason and not result.run_requests
+
+
+def test_pending_progress_then_one_collect_run(slow_platform: Platform) -> None:
+    slow_platform.run_job("embeddings_submit")
+    first = slow_platform.tick()
+    assert not first.run_requests
+    [observation] = first.asset_events
+    assert observation.asset_key == dg.AssetKey("embeddings_batches") and observation.partition == MONTH
+    assert observation.metadata["total"].value in (0, 6)  # 0 while the batch validates
+    assert observation.metadata["finished"].value is False
+
+    requests, progress_seen = [], []
+    deadline = time.monotonic() + 60
+    while not requests:
+        assert time.monotonic() < deadline
+        time.sleep(0.4)
+        result = slow_platform.tick()
+        progress_seen += [e.metadata["completed"].value for e in result.asset_events]
+        requests = result.run_requests
+    [request] = requests
+    assert request.job_name == "embeddings_collect" and request.partition_key == MONTH
+    assert request.run_key.startswith(f"collect:embeddings:{MONTH}:")
+    assert progress_seen[-1] == 6 and progress_seen == sorted(progress_seen)
+
+    again = slow_platform.tick()  # the month is no longer tracked: no second run
+    assert again.skip_reason and not again.run_requests
+
+
+def test_a_newer_submission_replaces_the_older_one(slow_platform: Platform) -> None:
+    slow_platform.run_job("embeddings_submit", run_config={
+        "ops": {"embeddings_requests": {"config": {"dimensions": 32}}}})
+    slow_platform.run_job("embeddings_submit")
+    requested = slow_platform.drive_sensor(timeout=120)
+    assert len(requested) == 1  # only the latest submission of the month is collected
+    assert slow_platform.query("SELECT DISTINCT dims FROM document_embeddings") == [(384,)]
+
+
+def test_a_fresh_cursor_does_not_collect_a_month_twice(fake_platform: Platform) -> None:
+    fake_platform.run_job("reports_submit")
+    assert len(fake_platform.drive_sensor()) == 1
+    fake_platform.cursor = None  # e.g. the sensor was reset
+    result = fake_platform.tick()
+    assert result.skip_reason and not result.run_requests
+
+
+def test_the_sensor_never_opens_duckdb(fake_platform: Platform) -> None:
+    fake_platform.run_job("reports_submit")
+    # Hold the warehouse's write lock the way a long run would: the sensor still ticks.
+    with duckdb.connect(str(fake_platform.settings.duckdb_path)):
+        deadline = time.monotonic() + 60
+        while not fake_platform.tick().run_requests:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)

@@ -73,7 +73,12 @@ def embed_many(models: LocalModels, bodies: list[dict[str, Any]]) -> list[Answer
             answers[index] = _invalid(exc)
     for dims, requests in by_dims.items():
         texts = [text for _, inputs in requests for text in inputs]
-        output = models.embedder.embed(texts, dimensions=dims)
+        try:
+            output = models.embedder.embed(texts, dimensions=dims)
+        except ValueError as exc:
+            for index, _ in requests:
+                answers[index] = (400, error_body(str(exc)))
+            continue
         offset = 0
         for index, inputs in requests:
             vectors = output.vectors[offset:offset + len(inputs)]
@@ -151,9 +156,12 @@ def chat_complete(models: LocalModels, body: dict[str, Any]) -> Answer:
                 raise InvalidRequest("response_format.json_schema.schema must be an object", "response_format")
     except InvalidRequest as exc:
         return _invalid(exc)
-    output = models.chat.complete(
-        messages, max_tokens=max_tokens, temperature=temperature, seed=seed, response_format=response_format,
-    )
+    try:
+        output = models.chat.complete(
+            messages, max_tokens=max_tokens, temperature=temperature, seed=seed, response_format=response_format,
+        )
+    except ValueError as exc:  # e.g. a prompt longer than the context, or a schema llama.cpp rejects
+        return 400, error_body(str(exc))
     return 200, {
         "id": f"chatcmpl-{secrets.token_hex(12)}",
         "object": "chat.completion",

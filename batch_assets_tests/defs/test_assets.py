@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import dagster as dg
 import polars as pl
 import pytest
@@ -108,3 +110,13 @@ def test_openai_provider_reads_the_key_from_the_environment(monkeypatch: pytest.
     assert "sk-test-not-real" not in repr(resource)  # an EnvVar, resolved at run time
     schedule = defs.resolve_schedule_def("monthly_reports_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED  # nobody pays by accident
+
+
+def test_monthly_reports_schedule_submits_the_previous_month(fake_platform: Platform) -> None:
+    from datetime import datetime
+
+    schedule = fake_platform.defs.resolve_schedule_def("monthly_reports_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING  # free on the local engine
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2024, 4, 1, 2, tzinfo=UTC))
+    [request] = schedule.evaluate_tick(context).run_requests
+    assert request.partition_key == "2024-03-01" and schedule.job_name == "reports_submit"

@@ -40,3 +40,19 @@ def test_one_month_of_each_pipeline_on_the_real_engine(real_platform: Platform) 
     assert 0.0 <= accuracy.metadata["accuracy"].value <= 1.0
     assert accuracy.metadata["documents_with_gold_label"].value == 8
     assert MONTH == requested[0].partition_key
+
+
+def test_search_finds_documents_embedded_on_the_real_engine(real_platform: Platform,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from batch_assets.cli import main
+    from batch_assets.search import search
+
+    real_platform.run_job("embeddings_submit")
+    real_platform.drive_sensor(timeout=300)
+    [(document_id, text)] = real_platform.query("SELECT id, text FROM raw_documents ORDER BY id LIMIT 1")
+    hits = search(text, month="2024-03", k=3)
+    assert hits.height == 3 and hits["score"].is_sorted(descending=True)
+    assert hits["document_id"][0] == document_id and hits["score"][0] > 0.99  # a document finds itself
+    assert main(["search", text, "-k", "2"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 2 and document_id in printed[0]

@@ -229,3 +229,14 @@ def _faults(**changes: object):
     from batch_assets.local.config import FaultConfig
 
     return FaultConfig(**changes)  # type: ignore[arg-type]
+
+
+def test_over_limit_file_fails_validation(make_client, tmp_path: Path) -> None:
+    client = make_client()
+    lines = [{"custom_id": f"r{i}", "method": "POST", "url": "/v1/embeddings",
+              "body": {"model": "text-embedding-3-small", "input": "x"}} for i in range(50_001)]
+    batch = wait_terminal(client, submit(client, write_jsonl(tmp_path / "in.jsonl", lines), "/v1/embeddings").id)
+    assert batch.status == "failed"
+    # 50,001 one-input requests break both the request and the embedding-input limit
+    assert {error.code for error in batch.errors.data} == {"too_many_requests", "too_many_embedding_inputs"}
+    assert batch.request_counts.completed == 0  # nothing ran: nothing billed

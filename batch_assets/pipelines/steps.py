@@ -18,7 +18,8 @@ from batch_assets.batching.client import BatchClient
 from batch_assets.batching.pricing import Cost, UnknownModelPrice, actual_cost, estimate_cost
 from batch_assets.batching.protocol import TERMINAL_BATCH_STATUSES
 from batch_assets.batching.request_files import BatchLimits, RequestFile, write_request_files
-from batch_assets.batching.results import parse_batch_results, usage_totals
+from batch_assets.batching.requests import custom_ids_for
+from batch_assets.batching.results import RESULT_SCHEMA, parse_batch_results, usage_totals
 from batch_assets.pipelines.spec import PipelineSettings, PipelineSpec
 
 IDEMPOTENCY_KEY = "batch_assets_key"
@@ -97,8 +98,6 @@ def prepare_requests(spec: PipelineSpec, settings: PipelineSettings, items: pl.D
         "custom_id": [cid for f in files for cid in f.custom_ids],
         "file_index": [i for i, f in enumerate(files) for _ in f.custom_ids],
     }, schema={"custom_id": pl.String, "file_index": pl.Int32})
-    from batch_assets.batching.requests import custom_ids_for
-
     items_map = pl.DataFrame({"custom_id": custom_ids_for(items["item_id"].to_list()),
                               "item_id": items["item_id"]}, schema={"custom_id": pl.String, "item_id": pl.String})
     items_path = out_dir / "items.parquet"
@@ -193,8 +192,6 @@ def collect(client: BatchClient, submission: Submission, work_dir: Path) -> Coll
             })
     results = pl.concat(per_batch) if per_batch else None
     if results is None:
-        from batch_assets.batching.results import RESULT_SCHEMA
-
         results = RESULT_SCHEMA.to_frame().with_columns(
             pl.lit(None, pl.String).alias("batch_id"), pl.lit(None, pl.Int32).alias("attempt"),
             pl.lit(None, pl.String).alias("requested_model"))

@@ -120,3 +120,13 @@ def test_monthly_reports_schedule_submits_the_previous_month(fake_platform: Plat
     context = dg.build_schedule_context(scheduled_execution_time=datetime(2024, 4, 1, 2, tzinfo=UTC))
     [request] = schedule.evaluate_tick(context).run_requests
     assert request.partition_key == "2024-03-01" and schedule.job_name == "reports_submit"
+
+
+def test_a_month_without_documents_still_completes(fake_platform: Platform) -> None:
+    empty_month = "2025-06-01"  # the bundled reviews cover 2024
+    fake_platform.run_job("embeddings_submit", partition=empty_month)
+    [request] = fake_platform.drive_sensor()
+    assert request.partition_key == empty_month
+    assert fake_platform.query("SELECT count(*) FROM batch_outcomes") == [(0,)]
+    [run] = fake_platform.collect_runs
+    assert _metadata(run, "document_embeddings")["dagster/row_count"] == 0

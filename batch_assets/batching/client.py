@@ -8,6 +8,7 @@ nothing here retries a second time.
 
 from __future__ import annotations
 
+import builtins
 import os
 import uuid
 from collections.abc import Iterator, Mapping
@@ -194,13 +195,13 @@ class BatchClient:
 
     def find_batches_by_metadata(
         self, key: str, value: str, *, created_after: int | None = None
-    ) -> list[Batch]:
+    ) -> builtins.list[Batch]:  # `list` alone would name the method above
         """Batches whose ``metadata[key] == value``, newest first (e.g. an idempotency key).
 
         Pages through the batch list; with ``created_after`` (unix seconds) it stops at the first
         batch created before that time, since the API lists batches newest first.
         """
-        found: list[Batch] = []
+        found: builtins.list[Batch] = []
         for batch in self.list():
             if created_after is not None and batch.created_at < created_after:
                 break

@@ -237,6 +237,9 @@ def test_expected_ids_as_series_and_validation(tmp_path: Path) -> None:
     assert df["outcome"].to_list() == ["succeeded"]
     with pytest.raises(ValueError, match="unique"):
         parse(CHAT_COMPLETIONS_URL, ["a", "a"], output, None)
+    twice = write_jsonl(tmp_path / "twice.jsonl", [chat_ok("a"), chat_ok("a")])
+    with pytest.raises(ValueError, match="unique"):  # as many lines as ids, same ids: still refused
+        parse(CHAT_COMPLETIONS_URL, ["a", "a"], twice, None)
     with pytest.raises(ValueError, match="not terminal"):
         parse(CHAT_COMPLETIONS_URL, ["a"], output, None, status="in_progress")
     with pytest.raises(ValueError, match="unsupported batch endpoint"):

@@ -8,7 +8,8 @@ import dagster as dg
 import pydantic
 
 from batch_assets import warehouse
-from batch_assets.batching.protocol import EMBEDDINGS_URL
+from batch_assets.batching.protocol import EMBEDDINGS_URL, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
+from batch_assets.batching.request_files import BatchLimits
 from batch_assets.defs.partitions import partition_month
 from batch_assets.defs.resources import BatchAPIResource, WarehouseResource
 from batch_assets.defs.source_assets import DUCKDB_POOL
@@ -34,12 +35,29 @@ def settings_config_class(spec: PipelineSpec) -> type[dg.Config]:
             temperature=(float | None, pydantic.Field(default=d.temperature)),
             seed=(int | None, pydantic.Field(default=d.seed)),
         )
+    # Per-file limits: OpenAI's by default; lower them for providers that need it, or set a token budget.
+    fields.update(
+        max_requests_per_file=(int, pydantic.Field(default=MAX_REQUESTS_PER_FILE, ge=1)),
+        max_file_bytes=(int, pydantic.Field(default=MAX_FILE_BYTES, ge=1)),
+        max_tokens_per_file=(int | None, pydantic.Field(
+            default=None, description="input-token budget per file, e.g. your tier's enqueued-token limit")),
+    )
     name = "".join(part.capitalize() for part in spec.name.split("_")) + "Settings"
     return pydantic.create_model(name, __base__=dg.Config, **fields)  # type: ignore[call-overload]
 
 
+_LIMIT_FIELDS = ("max_requests_per_file", "max_file_bytes", "max_tokens_per_file")
+
+
 def to_settings(spec: PipelineSpec, config: dg.Config) -> PipelineSettings:
-    return dataclasses.replace(spec.defaults, **config.model_dump())
+    values = {k: v for k, v in config.model_dump().items() if k not in _LIMIT_FIELDS}
+    return dataclasses.replace(spec.defaults, **values)
+
+
+def to_limits(config: dg.Config) -> BatchLimits:
+    values = config.model_dump()
+    return BatchLimits(max_requests_per_file=values["max_requests_per_file"],
+                       max_bytes_per_file=values["max_file_bytes"], max_tokens_per_file=values["max_tokens_per_file"])
 
 
 def _cost_metadata(prefix: str, cost: object) -> dict[str, float]:
@@ -66,7 +84,8 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition
         with warehouse_db.connect() as con:
             items = warehouse.read_table(con, spec.source, month)
         manifest = steps.prepare_requests(spec, to_settings(spec, config), items, month,
-                                          warehouse_db.work_dir("requests", spec.name, month))
+                                          warehouse_db.work_dir("requests", spec.name, month),
+                                          limits=to_limits(config))
         context.add_output_metadata({
             "requests": manifest.n_items, "files": len(manifest.files), "bytes": manifest.n_bytes,
             "input_tokens": manifest.input_tokens, "model": manifest.model,

@@ -130,3 +130,12 @@ def test_a_month_without_documents_still_completes(fake_platform: Platform) -> N
     assert fake_platform.query("SELECT count(*) FROM batch_outcomes") == [(0,)]
     [run] = fake_platform.collect_runs
     assert _metadata(run, "document_embeddings")["dagster/row_count"] == 0
+
+
+def test_file_limits_are_run_config(fake_platform: Platform) -> None:
+    config = {"ops": {"sentiment_requests": {"config": {"max_requests_per_file": 4}}}}
+    result = fake_platform.run_job("sentiment_submit", run_config=config)
+    assert _metadata(result, "sentiment_requests")["files"] == 2  # 6 documents, at most 4 per file
+    assert len(_metadata(result, "sentiment_batches")["batch_ids"]) == 2
+    fake_platform.drive_sensor()
+    assert fake_platform.query("SELECT count(*), count(DISTINCT batch_id) FROM document_labels") == [(6, 2)]

@@ -77,7 +77,8 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition
 
     @dg.asset(name=spec.requests_asset, deps=[spec.source], kinds={"openai", "polars"}, pool=DUCKDB_POOL,
               description=f"{spec.description} Request files for the month, split under the Batch API limits, "
-                          "with exact token counts and the estimated cost at batch and standard prices.", **common)
+                          "with exact input tokens (OpenAI's tokenizer for the requested model; local models "
+                          "tokenize differently) and the estimated cost at batch and standard prices.", **common)
     def requests(context: dg.AssetExecutionContext, config: config_class,  # type: ignore[valid-type]
                  warehouse_db: WarehouseResource) -> steps.RequestManifest:
         month = partition_month(context)
@@ -88,15 +89,16 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition
                                           limits=to_limits(config))
         context.add_output_metadata({
             "requests": manifest.n_items, "files": len(manifest.files), "bytes": manifest.n_bytes,
-            "input_tokens": manifest.input_tokens, "model": manifest.model,
+            "input_tokens": manifest.input_tokens, "requested_model": manifest.model,
             **_cost_metadata("estimated", manifest.estimate),
             "request_files": [str(f.path) for f in manifest.files],
         })
         return manifest
 
     @dg.asset(name=spec.batches_asset, ins={"manifest": dg.AssetIn(spec.requests_asset)}, kinds={"openai"},
-              description="Uploads the request files and creates one batch per file (adopting a batch an earlier "
-                          "run created for the same file). The batch sensor then follows them; no run stays open.",
+              description=f"{spec.name}: uploads the request files and creates one batch per file (adopting a batch "
+                          "an earlier run created for the same file). The batch sensor then follows them, recording "
+                          "progress as observations here (Events tab); no run stays open.",
               **common)
     def batches(context: dg.AssetExecutionContext, manifest: steps.RequestManifest,
                 batch_api: BatchAPIResource) -> steps.Submission:
@@ -110,8 +112,9 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition
 
     @dg.asset(name=spec.results_asset, ins={"submission": dg.AssetIn(spec.batches_asset)},
               kinds={"openai", "duckdb", "polars"}, pool=DUCKDB_POOL,
-              description="Downloads every batch's output and error files (streamed) and records one outcome per "
-                          "item (batch_outcomes) and the actual tokens and cost per batch (batch_costs).",
+              description=f"{spec.name}: downloads every batch's output and error files (streamed) and records "
+                          "one outcome per item (table batch_outcomes) and the actual tokens and cost per batch "
+                          "(table batch_costs).",
               metadata={"dagster/column_schema": table_schema("batch_outcomes")}, **common)
     def results(context: dg.AssetExecutionContext, submission: steps.Submission, batch_api: BatchAPIResource,
                 warehouse_db: WarehouseResource) -> steps.CollectedResults:
@@ -131,7 +134,8 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition
         })
         return collected
 
-    check_specs = [dg.AssetCheckSpec(check.name, asset=spec.output_table, description=check.description)
+    check_specs = [dg.AssetCheckSpec(check.name, asset=spec.output_table, description=check.description,
+                                     partitions_def=partitions_def)  # one result per month, not one overall
                    for check in spec.checks]
 
     @dg.asset(name=spec.output_table, ins={"collected": dg.AssetIn(spec.results_asset)}, deps=[spec.source],
@@ -152,7 +156,8 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition
                 check_results.append(dg.AssetCheckResult(
                     check_name=check.name, passed=outcome.passed, description=outcome.description,
                     severity=dg.AssetCheckSeverity.ERROR if check.blocking else dg.AssetCheckSeverity.WARN,
-                    metadata=outcome.metadata))
+                    metadata={**outcome.metadata,
+                              **{k: dg.MetadataValue.md(v) for k, v in outcome.markdown.items()}}))
         return dg.MaterializeResult(metadata={"dagster/row_count": written, "items": collected.outcome_counts},
                                     check_results=check_results)
 

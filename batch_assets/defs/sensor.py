@@ -40,9 +40,11 @@ def _discover(instance: dg.DagsterInstance, spec: PipelineSpec, state: TrackerSt
                 continue
             batch_ids = materialization.metadata.get("batch_ids")
             ids = list(batch_ids.value) if batch_ids is not None else []  # type: ignore[arg-type]
+            requests = materialization.metadata.get("requests")
             if _collected_since(instance, spec, materialization.partition, record.storage_id):
                 continue
-            state.track(TrackedMonth(spec.name, materialization.partition, record.storage_id, ids))
+            state.track(TrackedMonth(spec.name, materialization.partition, record.storage_id, ids,
+                                     requests=int(requests.value) if requests is not None else 0))
         if not result.has_more:
             return
 
@@ -84,7 +86,10 @@ def build_batch_sensor(pipelines: Sequence[PipelineSpec], collect_jobs: Mapping[
                     tags={"batch_assets/pipeline": entry.pipeline},
                 ))
                 del state.tracked[f"{entry.pipeline}|{entry.month}"]
-        context.log.info(f"{len(state.tracked)} month(s) pending, {len(run_requests)} collect run(s) requested")
-        return dg.SensorResult(run_requests=run_requests, asset_events=observations, cursor=state.to_cursor())
+        pending = ", ".join(f"{entry.pipeline} {entry.month[:7]}" for entry in state.tracked.values())
+        summary = f"waiting for {pending}" if pending else "all submitted batches collected"
+        context.log.info(f"{summary}; {len(run_requests)} collect run(s) requested")
+        return dg.SensorResult(run_requests=run_requests, asset_events=observations, cursor=state.to_cursor(),
+                               skip_reason=None if run_requests else summary)
 
     return batch_sensor

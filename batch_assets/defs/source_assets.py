@@ -31,7 +31,14 @@ def build_source_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         with warehouse_db.connect() as con:
             rows = warehouse.replace_partition(con, "raw_documents", month, loaded.frame.drop("month"))
         labels = loaded.frame["label"].value_counts().sort("label").iter_rows() if rows else []
+        note = {}
+        if not rows:
+            note["note"] = (f"no documents in {month:%Y-%m}: " + (
+                f"the bundled reviews cover {sources.DEFAULT_FIRST_MONTH[:7]} to {sources.DEFAULT_LAST_MONTH[:7]}"
+                if sources_config.documents_path is None else f"none of {sources_config.documents_path} falls in it"))
+            context.log.warning(note["note"])
         return dg.MaterializeResult(metadata={
+            **note,
             "dagster/row_count": rows,
             "dropped_empty_texts": loaded.dropped_empty_texts,
             "gold_labels": {str(label): n for label, n in labels},

@@ -42,6 +42,7 @@ class CheckOutcome:
     passed: bool
     metadata: dict[str, Any]
     description: str = ""
+    markdown: dict[str, str] = field(default_factory=dict)  # shown rendered (tables)
 
 
 @dataclass(frozen=True)

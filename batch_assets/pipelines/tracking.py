@@ -25,6 +25,7 @@ class TrackedMonth:
     submission_id: int  # storage id of the batches materialization: identifies the submission
     batch_ids: list[str]
     last_progress: list[int] | None = None  # completed, failed, total as last reported
+    requests: int = 0  # submitted requests: the total to show while batches still validate
 
 
 @dataclass
@@ -97,5 +98,5 @@ def progress(state: TrackerState, batches: dict[str, Batch]) -> list[MonthProgre
             counts = batch.request_counts
             if counts is not None:
                 completed, failed, total = completed + counts.completed, failed + counts.failed, total + counts.total
-        report.append(MonthProgress(entry, statuses, completed, failed, total))
+        report.append(MonthProgress(entry, statuses, completed, failed, max(total, entry.requests)))
     return report

@@ -31,7 +31,7 @@ def test_requests_carry_exact_tokens_and_cost_estimates(fake_platform: Platform)
     result = fake_platform.run_job("sentiment_submit")
     requests = _metadata(result, "sentiment_requests")
     assert requests["requests"] == 6 and requests["files"] == 1 and requests["input_tokens"] > 6 * 20
-    assert requests["model"] == "gpt-4o-mini"
+    assert requests["requested_model"] == "gpt-4o-mini"
     assert requests["estimated_batch_usd"] == pytest.approx(requests["estimated_standard_usd"] / 2)
     assert requests["estimated_saving_usd"] > 0
     batches = _metadata(result, "sentiment_batches")
@@ -61,6 +61,8 @@ def test_a_month_of_every_pipeline_reaches_duckdb(fake_platform: Platform) -> No
     checks = {e.check_name: e for e in sentiment_run.get_asset_check_evaluations()}
     assert set(checks) == {"label_accuracy", "labels_valid"} and checks["labels_valid"].passed
     assert checks["label_accuracy"].metadata["documents_with_gold_label"].value == 6
+    assert {e.partition for e in checks.values()} == {MONTH}  # a month's result does not hide another's
+    assert "| positive |" in checks["label_accuracy"].metadata["confusion_table"].value
 
 
 def test_rematerializing_a_month_replaces_its_rows(fake_platform: Platform) -> None:
@@ -74,7 +76,7 @@ def test_rematerializing_a_month_replaces_its_rows(fake_platform: Platform) -> N
 def test_launchpad_config_changes_model_settings(fake_platform: Platform) -> None:
     config = {"ops": {"embeddings_requests": {"config": {"dimensions": 64, "model": "text-embedding-3-large"}}}}
     result = fake_platform.run_job("embeddings_submit", run_config=config)
-    assert _metadata(result, "embeddings_requests")["model"] == "text-embedding-3-large"
+    assert _metadata(result, "embeddings_requests")["requested_model"] == "text-embedding-3-large"
     fake_platform.drive_sensor()
     assert fake_platform.query("SELECT DISTINCT dims FROM document_embeddings") == [(64,)]
 
@@ -124,7 +126,8 @@ def test_monthly_reports_schedule_submits_the_previous_month(fake_platform: Plat
 
 def test_a_month_without_documents_still_completes(fake_platform: Platform) -> None:
     empty_month = "2025-06-01"  # the bundled reviews cover 2024
-    fake_platform.run_job("embeddings_submit", partition=empty_month)
+    submitted = fake_platform.run_job("embeddings_submit", partition=empty_month)
+    assert "bundled reviews cover 2024-01 to 2024-12" in _metadata(submitted, "raw_documents")["note"]
     [request] = fake_platform.drive_sensor()
     assert request.partition_key == empty_month
     assert fake_platform.query("SELECT count(*) FROM batch_outcomes") == [(0,)]

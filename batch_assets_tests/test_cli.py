@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,19 +13,21 @@ import openai
 import pytest
 
 from batch_assets.cli import main
-from batch_assets_tests.local.helpers import embedding_lines, read_lines, submit, wait_terminal, write_jsonl
+from batch_assets_tests.local.helpers import (
+    embedding_lines,
+    free_port,
+    read_lines,
+    submit,
+    wait_terminal,
+    write_jsonl,
+)
 
 pytestmark = pytest.mark.e2e
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def test_local_api_serve_with_a_token(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "BATCH_ASSETS_LOCAL_WORKER_IDLE_SECONDS": "3"}
     server = subprocess.Popen(
         [sys.executable, "-m", "batch_assets.cli", "local-api", "serve", "--port", str(port), "--token", "s3cret",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -15,15 +14,12 @@ import duckdb
 import pytest
 import requests
 
+from batch_assets_tests.local.helpers import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 MONTH = "2024-03-01"
 pytestmark = pytest.mark.e2e
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Webserver:
@@ -59,7 +55,7 @@ def _wait(predicate, timeout: float, what: str, pause: float = 1.0):  # noqa: AN
 def dagster_dev(tmp_path: Path):  # noqa: ANN201
     for name in ("dagster.yaml", "workspace.yaml"):
         shutil.copy(ROOT / name, tmp_path / name)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "BATCH_ASSETS_DATA_DIR": str(tmp_path / "data"),
            "BATCH_ASSETS_DOCS_PER_MONTH": "4", "BATCH_ASSETS_SENSOR_INTERVAL_SECONDS": "5",
            "BATCH_ASSETS_LOCAL_WORKER_IDLE_SECONDS": "5"}

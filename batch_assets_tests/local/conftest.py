@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,19 +15,15 @@ from batch_assets.local.api import LocalBatchAPI
 from batch_assets.local.config import EngineConfig
 from batch_assets.local.server import LocalBatchASGIApp
 from batch_assets.local.transport import local_openai_client
+from batch_assets_tests.local.helpers import free_port
 
 ClientFactory = Callable[..., openai.OpenAI]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 class _Server:
     def __init__(self, api: LocalBatchAPI) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(LocalBatchASGIApp(api), host="127.0.0.1", port=self.port,
                                                     log_level="warning", lifespan="off"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -201,31 +202,35 @@ class LocalModels:
         self._chat: ChatModel | None = None
         self._lock = threading.Lock()
 
+    def _loaded(self, attr: str, load: Callable[[], Any]) -> Any:
+        """Loads a model once, on first use (thread-safe)."""
+        if getattr(self, attr) is None:
+            with self._lock:
+                if getattr(self, attr) is None:
+                    setattr(self, attr, load())
+        return getattr(self, attr)
+
     @property
     def embedder(self) -> EmbeddingModel:
-        if self._embedder is None:
-            with self._lock:
-                if self._embedder is None:
-                    if self.backend == "fake":
-                        self._embedder = FakeEmbedder()
-                    else:
-                        from batch_assets.local.embedder import OnnxMiniLMEmbedder
+        def load() -> EmbeddingModel:
+            if self.backend == "fake":
+                return FakeEmbedder()
+            from batch_assets.local.embedder import OnnxMiniLMEmbedder
 
-                        self._embedder = OnnxMiniLMEmbedder(threads=self._embed_threads)
-        return self._embedder
+            return OnnxMiniLMEmbedder(threads=self._embed_threads)
+
+        return self._loaded("_embedder", load)
 
     @property
     def chat(self) -> ChatModel:
-        if self._chat is None:
-            with self._lock:
-                if self._chat is None:
-                    if self.backend == "fake":
-                        self._chat = FakeChat()
-                    else:
-                        from batch_assets.local.llm import SmolLM2Chat
+        def load() -> ChatModel:
+            if self.backend == "fake":
+                return FakeChat()
+            from batch_assets.local.llm import SmolLM2Chat
 
-                        self._chat = SmolLM2Chat(threads=self._chat_threads)
-        return self._chat
+            return SmolLM2Chat(threads=self._chat_threads)
+
+        return self._loaded("_chat", load)
 
     def close(self) -> None:
         """Frees the loaded models (stops the llama.cpp engine thread); they reload on next use."""

@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("-k", type=int, default=5, help="how many documents (default 5)")
     search.add_argument("--duckdb", default=None, help="warehouse path (default: BATCH_ASSETS_DUCKDB_PATH)")
     search.set_defaults(run=_search)
+
+    from batch_assets.batches_cli import add_commands
+
+    add_commands(commands)
     return parser
 
 

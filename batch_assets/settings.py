@@ -10,12 +10,18 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from batch_assets.ledger.store import ledger_url
 from batch_assets.provider import provider_from_env
 
 DEFAULT_DOCS_PER_MONTH = 60
 DEFAULT_FIRST_MONTH = "2024-01-01"
 DEFAULT_SENSOR_INTERVAL_SECONDS = 15
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_RETRY_DELAY_SECONDS = 60.0
+DEFAULT_MAX_FAILURE_SHARE = 0.05
+DEFAULT_STALL_AFTER_HOURS = 6.0
 
 
 @dataclass(frozen=True)
@@ -29,18 +35,18 @@ class PlatformSettings:
     company_metrics_path: str | None
     first_month: str
     sensor_interval_seconds: int
+    ledger_url: str  # the batch ledger: SQLite beside the warehouse, or any SQLAlchemy URL (PostgreSQL)
+    max_attempts: int  # defaults of the retry policy (run config overrides them per submission)
+    retry_delay_seconds: float
+    max_failure_share: float
+    stall_after_hours: float  # a batch with no progress for this long is reported
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PlatformSettings:
         env = os.environ if env is None else env
         data_dir = Path(env.get("BATCH_ASSETS_DATA_DIR") or ".batch_assets").resolve()
-        docs_raw = env.get("BATCH_ASSETS_DOCS_PER_MONTH") or str(DEFAULT_DOCS_PER_MONTH)
-        try:
-            docs_per_month = int(docs_raw)
-            interval = int(env.get("BATCH_ASSETS_SENSOR_INTERVAL_SECONDS") or DEFAULT_SENSOR_INTERVAL_SECONDS)
-        except ValueError as exc:
-            raise ValueError(f"BATCH_ASSETS_DOCS_PER_MONTH and BATCH_ASSETS_SENSOR_INTERVAL_SECONDS must be "
-                             f"integers: {exc}") from None
+        docs_per_month = _number(env, "BATCH_ASSETS_DOCS_PER_MONTH", int, DEFAULT_DOCS_PER_MONTH)
+        interval = _number(env, "BATCH_ASSETS_SENSOR_INTERVAL_SECONDS", int, DEFAULT_SENSOR_INTERVAL_SECONDS)
         return cls(
             provider=provider_from_env(env),
             data_dir=data_dir,
@@ -51,4 +57,20 @@ class PlatformSettings:
             company_metrics_path=env.get("BATCH_ASSETS_COMPANY_METRICS_PATH") or None,
             first_month=env.get("BATCH_ASSETS_FIRST_MONTH") or DEFAULT_FIRST_MONTH,
             sensor_interval_seconds=max(5, interval),
+            ledger_url=ledger_url(data_dir, env),
+            max_attempts=_number(env, "BATCH_ASSETS_MAX_ATTEMPTS", int, DEFAULT_MAX_ATTEMPTS),
+            retry_delay_seconds=_number(env, "BATCH_ASSETS_RETRY_DELAY_SECONDS", float, DEFAULT_RETRY_DELAY_SECONDS),
+            max_failure_share=_number(env, "BATCH_ASSETS_MAX_FAILURE_SHARE", float, DEFAULT_MAX_FAILURE_SHARE),
+            stall_after_hours=_number(env, "BATCH_ASSETS_STALL_AFTER_HOURS", float, DEFAULT_STALL_AFTER_HOURS),
         )
+
+
+def _number(env: Mapping[str, str], name: str, cast: type, default: float) -> Any:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        return cast(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a valid {cast.__name__}: set a number or unset it "
+                         f"(default {default})") from None

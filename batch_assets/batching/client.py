@@ -136,8 +136,12 @@ class BatchClient:
         *,
         metadata: Mapping[str, str] | None = None,
         completion_window: str = COMPLETION_WINDOW,
+        max_retries: int | None = None,
     ) -> Batch:
         """Create a batch over an uploaded file. Metadata is validated before any request is made.
+
+        ``max_retries=0`` turns the SDK's own retries off for this call: a create whose response was lost
+        may have gone through, so the caller must look its idempotency key up before trying again.
 
         Note: a batch over the enqueued-token limit is created and later ends ``failed``; this does
         not raise for it.
@@ -146,7 +150,8 @@ class BatchClient:
         kwargs: dict[str, Any] = {}
         if checked is not None:
             kwargs["metadata"] = checked
-        return self._client.batches.create(
+        sdk = self._client if max_retries is None else self._client.with_options(max_retries=max_retries)
+        return sdk.batches.create(
             input_file_id=input_file_id,
             endpoint=cast(Any, endpoint),
             completion_window=cast(Any, completion_window),

@@ -6,13 +6,19 @@ written (line + ``\\n``), and rolls to a new file before a line would break any 
 bytes, input tokens (per-file budget, e.g. a model's enqueued-token limit), embedding inputs.
 Files are written as ``<name>.tmp`` and renamed when complete; on any error every file this call
 wrote is removed, so a failed call leaves no half-set of files behind.
+
+:func:`plan_request_files` is the same writer for the batch ledger: files are content-addressed (named by
+the sha256 of their bytes, never rewritten: an identical file is already there), every request's body is
+hashed (the body's identity for "has this item already been answered?"), and a ``keep`` predicate leaves out
+requests that need no new answer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -86,6 +92,7 @@ class PreparedRequest:
     body: dict[str, Any]
     input_tokens: int
     n_inputs: int = 1
+    item_id: str = ""  # the item the request answers (the builders set it; custom_id is derived from it)
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,43 @@ class RequestFile:
     input_tokens: int
     n_inputs: int  # embedding inputs (0 for chat files)
     custom_ids: tuple[str, ...]
+    sha256: str = ""  # of the file's bytes
+    item_ids: tuple[str, ...] = ()
+    body_sha256s: tuple[str, ...] = ()  # per request, of its body's JSON bytes as written
+    request_tokens: tuple[int, ...] = ()  # per request, its input tokens
+    max_output_tokens: int | None = None  # sum of the requests' output caps (None: some request has none)
+
+
+@dataclass(frozen=True)
+class SkippedRequest:
+    """A request :func:`plan_request_files` left out (``keep`` said its body needs no new answer)."""
+
+    custom_id: str
+    item_id: str
+    body_sha256: str
+    input_tokens: int
+
+
+@dataclass(frozen=True)
+class PlannedFiles:
+    files: list[RequestFile]
+    skipped: list[SkippedRequest]
+
+
+# A request's body -> does it still need an answer? (given the request and its body's sha256)
+KeepRequest = Callable[[PreparedRequest, str], bool]
+_OUTPUT_CAP_KEYS: Final = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
+def output_cap(url: str, body: Mapping[str, Any]) -> int | None:
+    """Most output tokens a request may bill: 0 for embeddings, its cap for chat/responses, None if uncapped."""
+    if url == EMBEDDINGS_URL:
+        return 0
+    for key in _OUTPUT_CAP_KEYS:
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
 
 
 def sanitize_model_name(model: str) -> str:
@@ -108,21 +152,41 @@ def sanitize_model_name(model: str) -> str:
 
 
 class _Writer:
-    __slots__ = ("path", "tmp", "fh", "url", "model", "n_requests", "n_bytes", "tokens", "n_inputs", "ids")
+    __slots__ = ("path", "tmp", "fh", "url", "model", "n_requests", "n_bytes", "tokens", "n_inputs", "ids",
+                 "item_ids", "body_shas", "digest", "content_addressed", "output_cap", "stem", "request_tokens")
 
-    def __init__(self, path: Path, url: str, model: str) -> None:
+    def __init__(self, path: Path, url: str, model: str, *, content_addressed: bool = False, stem: str = "") -> None:
         self.path = path
-        self.tmp = path.with_name(path.name + ".tmp")
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(self):x}.tmp")
         self.fh: BinaryIO = open(self.tmp, "wb", buffering=1 << 20)  # closed in finish() or discard()
         self.url, self.model = url, model
         self.n_requests = self.n_bytes = self.tokens = self.n_inputs = 0
         self.ids: list[str] = []
+        self.item_ids: list[str] = []
+        self.body_shas: list[str] = []
+        self.request_tokens: list[int] = []
+        self.digest = hashlib.sha256()
+        self.content_addressed, self.stem = content_addressed, stem
+        self.output_cap: int | None = 0
+
+    def write(self, line: bytes) -> None:
+        self.fh.write(line)
+        self.digest.update(line)
 
     def finish(self) -> RequestFile:
         self.fh.close()
-        os.replace(self.tmp, self.path)
+        sha = self.digest.hexdigest()
+        if self.content_addressed:
+            self.path = self.path.with_name(f"{self.stem}-{sha}.jsonl")
+            if self.path.exists():  # the same bytes were written before: never rewrite a submitted file
+                self.tmp.unlink()
+            else:
+                os.replace(self.tmp, self.path)
+        else:
+            os.replace(self.tmp, self.path)
         return RequestFile(self.path, self.url, self.model, self.n_requests, self.n_bytes,
-                           self.tokens, self.n_inputs, tuple(self.ids))
+                           self.tokens, self.n_inputs, tuple(self.ids), sha, tuple(self.item_ids),
+                           tuple(self.body_shas), tuple(self.request_tokens), self.output_cap)
 
     def discard(self) -> None:
         self.fh.close()
@@ -139,6 +203,23 @@ def write_request_files(
     Raises ValueError on a duplicate custom_id, an unsupported url, or a single
     request that breaks a whole-file limit on its own.
     """
+    return _write(requests, out_dir, limits=limits, file_stem=file_stem, keep=None, content_addressed=False).files
+
+
+def plan_request_files(
+    requests: Iterable[PreparedRequest], out_dir: Path, *, limits: BatchLimits, file_stem: str,
+    keep: KeepRequest | None = None,
+) -> PlannedFiles:
+    """Like :func:`write_request_files`, for the ledger: files named ``{file_stem}-{model}-{sha256}.jsonl``
+    (content-addressed: an identical file already there is left as it is), per-request body hashes, and
+    requests for which ``keep(request, body_sha256)`` is False left out and returned as ``skipped``."""
+    return _write(requests, out_dir, limits=limits, file_stem=file_stem, keep=keep, content_addressed=True)
+
+
+def _write(
+    requests: Iterable[PreparedRequest], out_dir: Path, *, limits: BatchLimits, file_stem: str,
+    keep: KeepRequest | None, content_addressed: bool,
+) -> PlannedFiles:
     if not file_stem or _UNSAFE_NAME_CHARS.search(file_stem):
         raise ValueError(f"file_stem {file_stem!r} must be non-empty and use only [A-Za-z0-9._-]")
     out_dir = Path(out_dir)
@@ -150,14 +231,23 @@ def write_request_files(
     max_requests, max_bytes = limits.max_requests_per_file, limits.max_bytes_per_file
     max_inputs = limits.max_embedding_inputs_per_file
     budgets: dict[str, int | None] = {}
+    skipped: list[SkippedRequest] = []
     dumps = orjson.dumps
+    sha256 = hashlib.sha256
     try:
         for req in requests:
             cid = req.custom_id
             if cid in seen:
                 raise ValueError(f"duplicate custom_id {cid!r}: every request needs its own id")
             seen.add(cid)
-            line = dumps({"custom_id": cid, "method": "POST", "url": req.url, "body": req.body}) + b"\n"
+            body = dumps(req.body)
+            body_sha = sha256(body).hexdigest()
+            if keep is not None and not keep(req, body_sha):
+                skipped.append(SkippedRequest(cid, req.item_id, body_sha, req.input_tokens))
+                continue
+            # The line is built around the body's bytes, so the body is serialised (and hashed) once.
+            line = b"".join((b'{"custom_id":', dumps(cid), b',"method":"POST","url":', dumps(req.url),
+                             b',"body":', body, b"}\n"))
             key = (req.url, req.model)
             w = writers.get(key)
             if w is None:
@@ -180,13 +270,20 @@ def write_request_files(
                     done.append(w.finish())
                 index = next_index.get(safe := sanitize_model_name(req.model), 0)
                 next_index[safe] = index + 1
-                w = writers[key] = _Writer(out_dir / f"{file_stem}-{safe}-{index:03d}.jsonl", req.url, req.model)
-            w.fh.write(line)
+                w = writers[key] = _Writer(out_dir / f"{file_stem}-{safe}-{index:03d}.jsonl", req.url, req.model,
+                                           content_addressed=content_addressed, stem=f"{file_stem}-{safe}")
+            w.write(line)
             w.n_requests += 1
             w.n_bytes += n
             w.tokens += tokens
             w.n_inputs += inputs
             w.ids.append(cid)
+            w.item_ids.append(req.item_id)
+            w.body_shas.append(body_sha)
+            w.request_tokens.append(tokens)
+            if w.output_cap is not None:
+                cap = output_cap(req.url, req.body)
+                w.output_cap = None if cap is None else w.output_cap + cap
         for w in writers.values():
             done.append(w.finish())
         writers.clear()
@@ -194,15 +291,16 @@ def write_request_files(
     except BaseException:
         for w in writers.values():
             w.discard()
-        for f in done:
-            f.path.unlink(missing_ok=True)
+        if not content_addressed:  # content-addressed files may be shared with an earlier plan: keep them
+            for f in done:
+                f.path.unlink(missing_ok=True)
         raise
-    return done
+    return PlannedFiles(done, skipped)
 
 
-def _file_order(f: RequestFile) -> tuple[str, int]:
+def _file_order(f: RequestFile) -> tuple[str, str]:
     head, index = f.path.stem.rsplit("-", 1)
-    return head, int(index)
+    return head, index.zfill(8)
 
 
 def _check_fits(req: PreparedRequest, n_bytes: int, budget: int | None, inputs: int, limits: BatchLimits) -> None:
@@ -258,8 +356,11 @@ def prepare_embedding_requests(
         for start in range(0, len(texts), _PREPARE_CHUNK):
             chunk = texts[start : start + _PREPARE_CHUNK]
             counts = count_text_tokens(chunk, model, num_threads=num_threads)
-            for cid, text, tokens in zip(custom_ids[start : start + _PREPARE_CHUNK], chunk, counts, strict=True):
-                yield PreparedRequest(cid, EMBEDDINGS_URL, model, {"model": model, "input": text, **extra}, tokens, 1)
+            for item_id, cid, text, tokens in zip(ids[start : start + _PREPARE_CHUNK],
+                                                  custom_ids[start : start + _PREPARE_CHUNK], chunk, counts,
+                                                  strict=True):
+                yield PreparedRequest(cid, EMBEDDINGS_URL, model, {"model": model, "input": text, **extra}, tokens, 1,
+                                      item_id)
 
     return generate()
 
@@ -285,7 +386,10 @@ def prepare_chat_requests(
         for start in range(0, len(messages_list), _PREPARE_CHUNK):
             chunk = messages_list[start : start + _PREPARE_CHUNK]
             counts = count_chat_tokens(chunk, model, num_threads=num_threads)
-            for cid, messages, tokens in zip(custom_ids[start : start + _PREPARE_CHUNK], chunk, counts, strict=True):
-                yield PreparedRequest(cid, CHAT_COMPLETIONS_URL, model, chat_body(model, messages, **params), tokens, 1)
+            for item_id, cid, messages, tokens in zip(ids[start : start + _PREPARE_CHUNK],
+                                                      custom_ids[start : start + _PREPARE_CHUNK], chunk, counts,
+                                                      strict=True):
+                yield PreparedRequest(cid, CHAT_COMPLETIONS_URL, model, chat_body(model, messages, **params), tokens, 1,
+                                      item_id)
 
     return generate()

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from batch_assets.defs.control_jobs import build_cancel_job
 from batch_assets.defs.factory import build_pipeline
 from batch_assets.defs.partitions import monthly_partitions
-from batch_assets.defs.resources import BatchAPIResource, SourcesResource, WarehouseResource
+from batch_assets.defs.resources import BatchAPIResource, LedgerResource, SourcesResource, WarehouseResource
 from batch_assets.defs.sensor import build_batch_sensor
 from batch_assets.defs.source_assets import build_source_assets
 from batch_assets.pipelines.catalog import PIPELINES
@@ -35,14 +36,15 @@ def build_definitions(settings: PlatformSettings | None = None,
     settings = settings or PlatformSettings.from_env()
     partitions_def = monthly_partitions(settings)
     assets: list[dg.AssetsDefinition] = build_source_assets(partitions_def)
-    jobs: list = []
-    collect_jobs, submit_jobs = {}, {}
+    asset_checks: list[dg.AssetChecksDefinition] = []
+    jobs: list = [build_cancel_job([spec.name for spec in pipelines])]
+    pipeline_jobs, submit_jobs = {}, {}
     for spec in pipelines:
-        pipeline_assets, pipeline_jobs = build_pipeline(spec, partitions_def)
+        pipeline_assets, pipeline_checks, pipeline_jobs[spec.name] = build_pipeline(spec, partitions_def, settings)
         assets += pipeline_assets
-        jobs += pipeline_jobs.values()
-        collect_jobs[spec.name] = pipeline_jobs["collect"]
-        submit_jobs[spec.name] = pipeline_jobs["submit"]
+        asset_checks += pipeline_checks
+        jobs += pipeline_jobs[spec.name].values()
+        submit_jobs[spec.name] = pipeline_jobs[spec.name]["submit"]
     jobs.append(dg.define_asset_job(
         "submit_month",
         selection=dg.AssetSelection.assets(*{spec.source for spec in pipelines},
@@ -62,16 +64,18 @@ def build_definitions(settings: PlatformSettings | None = None,
         ))
     return dg.Definitions(
         assets=assets,
+        asset_checks=asset_checks,
         jobs=jobs,
         schedules=schedules,
-        sensors=[build_batch_sensor(pipelines, collect_jobs, settings.sensor_interval_seconds)],
+        sensors=[build_batch_sensor(pipelines, pipeline_jobs, settings.sensor_interval_seconds,
+                                    settings.stall_after_hours)],
         resources={
             "batch_api": batch_api_resource(settings),
             "warehouse_db": WarehouseResource(duckdb_path=str(settings.duckdb_path), data_dir=str(settings.data_dir)),
+            "ledger": LedgerResource(url=settings.ledger_url),
             "sources_config": SourcesResource(documents_path=settings.documents_path,
                                               docs_per_month=settings.docs_per_month,
                                               company_metrics_path=settings.company_metrics_path),
-            "io_manager": dg.FilesystemIOManager(base_dir=str(settings.data_dir / "dagster_io")),
         },
     )
 

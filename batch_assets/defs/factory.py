@@ -1,7 +1,12 @@
-"""Turns one PipelineSpec into its assets and jobs: requests → batches → (sensor) → results → output table."""
+"""Turns one PipelineSpec into its assets, checks and jobs: requests → batches → (sensor) → results → output table.
 
+Assets hand each other nothing through an IO manager: what a month submitted lives in the batch ledger, so a
+run of any later release (or a run with other config) collects and builds outputs from what was submitted.
+"""
 
 import dataclasses
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -11,16 +16,25 @@ from batch_assets import warehouse
 from batch_assets.batching.protocol import EMBEDDINGS_URL, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 from batch_assets.batching.request_files import BatchLimits
 from batch_assets.defs.partitions import partition_month
-from batch_assets.defs.resources import BatchAPIResource, WarehouseResource
+from batch_assets.defs.resources import BatchAPIResource, LedgerResource, WarehouseResource
 from batch_assets.defs.source_assets import DUCKDB_POOL
 from batch_assets.defs.table_schema import table_schema
-from batch_assets.pipelines import steps
-from batch_assets.pipelines.spec import PipelineSettings, PipelineSpec
+from batch_assets.ledger.store import FileState
+from batch_assets.pipelines.accounting import MonthReport
+from batch_assets.pipelines.collect import collect_month, month_report
+from batch_assets.pipelines.outputs import output_rows
+from batch_assets.pipelines.plan import month_key, plan_month
+from batch_assets.pipelines.spec import PipelineSpec, RetryPolicy, SubmissionSettings
+from batch_assets.pipelines.submit import submit_month
+from batch_assets.settings import PlatformSettings
 
 AssetJob = Any  # what define_asset_job returns (its class is not exported by dagster)
+ACCOUNTED_CHECK = "items_accounted_for"
+FAILURE_CHECK = "final_failure_share"
+PROGRESS_CHECK = "batches_progressing"
 
 
-def settings_config_class(spec: PipelineSpec) -> type[dg.Config]:
+def settings_config_class(spec: PipelineSpec, platform: PlatformSettings) -> type[dg.Config]:
     """Run config the launchpad shows for this pipeline, defaults filled in from the declaration."""
     d = spec.defaults
     fields: dict[str, tuple[type, pydantic.fields.FieldInfo]] = {
@@ -41,23 +55,30 @@ def settings_config_class(spec: PipelineSpec) -> type[dg.Config]:
         max_file_bytes=(int, pydantic.Field(default=MAX_FILE_BYTES, ge=1)),
         max_tokens_per_file=(int | None, pydantic.Field(
             default=None, description="input-token budget per file, e.g. your tier's enqueued-token limit")),
+        max_attempts=(int, pydantic.Field(default=platform.max_attempts, ge=1,
+                                          description="an item is submitted at most this many times")),
+        retry_delay_seconds=(float, pydantic.Field(default=platform.retry_delay_seconds, ge=0,
+                                                   description="pause before resubmitting retryable items")),
+        max_failure_share=(float, pydantic.Field(default=platform.max_failure_share, ge=0, le=1,
+                                                 description="the month's check fails above this share of "
+                                                             "final failures")),
     )
     name = "".join(part.capitalize() for part in spec.name.split("_")) + "Settings"
     return pydantic.create_model(name, __base__=dg.Config, **fields)  # type: ignore[call-overload]
 
 
 _LIMIT_FIELDS = ("max_requests_per_file", "max_file_bytes", "max_tokens_per_file")
+_RETRY_FIELDS = ("max_attempts", "retry_delay_seconds", "max_failure_share")
 
 
-def to_settings(spec: PipelineSpec, config: dg.Config) -> PipelineSettings:
-    values = {k: v for k, v in config.model_dump().items() if k not in _LIMIT_FIELDS}
-    return dataclasses.replace(spec.defaults, **values)
-
-
-def to_limits(config: dg.Config) -> BatchLimits:
+def to_submission_settings(spec: PipelineSpec, config: dg.Config) -> SubmissionSettings:
     values = config.model_dump()
-    return BatchLimits(max_requests_per_file=values["max_requests_per_file"],
-                       max_bytes_per_file=values["max_file_bytes"], max_tokens_per_file=values["max_tokens_per_file"])
+    pipeline = {k: v for k, v in values.items() if k not in _LIMIT_FIELDS + _RETRY_FIELDS}
+    limits = BatchLimits(max_requests_per_file=values["max_requests_per_file"],
+                         max_bytes_per_file=values["max_file_bytes"],
+                         max_tokens_per_file=values["max_tokens_per_file"])
+    retry = RetryPolicy(**{k: values[k] for k in _RETRY_FIELDS})
+    return SubmissionSettings(dataclasses.replace(spec.defaults, **pipeline), limits, retry)
 
 
 def _cost_metadata(prefix: str, cost: object) -> dict[str, float]:
@@ -67,88 +88,150 @@ def _cost_metadata(prefix: str, cost: object) -> dict[str, float]:
             f"{prefix}_saving_usd": cost.saving_usd}  # type: ignore[attr-defined]
 
 
-def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition
-                   ) -> tuple[list[dg.AssetsDefinition], dict[str, AssetJob]]:
-    """The pipeline's four assets, and its `submit` and `collect` jobs."""
+def _report_metadata(report: MonthReport) -> dict[str, Any]:
+    return {"month_state": report.state.value, "attempt": report.attempt, "items": report.n_items,
+            "items_by_state": report.by_state, "final_outcomes": report.by_outcome,
+            "final_by_attempt": report.by_attempt, "summary": report.summary()}
+
+
+def _check_results(report: MonthReport) -> Iterator[dg.AssetCheckResult]:
+    missing = (f"; {report.n_source_items_missing} source item(s) were never planned (e.g. "
+               f"{report.source_items_missing}): materialize the month's requests again to submit them"
+               if report.n_source_items_missing else "")
+    yield dg.AssetCheckResult(
+        check_name=ACCOUNTED_CHECK, passed=report.accounted_for, severity=dg.AssetCheckSeverity.ERROR,
+        description=(f"{report.n_items - report.by_state.get('unaccounted', 0)} of {report.n_items} items "
+                     f"accounted for{missing}"),
+        metadata={**_report_metadata(report), "unaccounted": report.n_unaccounted})
+    yield dg.AssetCheckResult(
+        check_name=FAILURE_CHECK, passed=report.failure_share <= report.max_failure_share,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(f"{report.failure_share:.1%} of items failed for good (threshold "
+                     f"{report.max_failure_share:.1%})"),
+        metadata={"failure_share": round(report.failure_share, 4), "threshold": report.max_failure_share,
+                  "final_failures": report.by_state.get("failed", 0), "final_outcomes": report.by_outcome,
+                  "final_by_attempt": report.by_attempt})
+
+
+def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, platform: PlatformSettings
+                   ) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition], dict[str, AssetJob]]:
+    """The pipeline's four assets, its progress check, and its `submit`, `collect` and `resubmit` jobs."""
     if spec.output_schema is not None:
         warehouse.register_table(spec.output_table, dict(spec.output_schema), spec.output_key or ("month",))
-    config_class = settings_config_class(spec)
+    config_class = settings_config_class(spec, platform)
     common = {"partitions_def": partitions_def, "group_name": spec.name}
 
     @dg.asset(name=spec.requests_asset, deps=[spec.source], kinds={"openai", "polars"}, pool=DUCKDB_POOL,
-              description=f"{spec.description} Request files for the month, split under the Batch API limits, "
-                          "with exact input tokens (OpenAI's tokenizer for the requested model; local models "
-                          "tokenize differently) and the estimated cost at batch and standard prices.", **common)
+              description=f"{spec.description} Plans the month's next submission: the items without a "
+                          "successful answer (all of them the first time), written to content-addressed request "
+                          "files split under the Batch API limits, with exact input tokens (OpenAI's tokenizer for "
+                          "the requested model) and the estimated cost. Nothing is planned while an attempt is in "
+                          "flight.", **common)
     def requests(context: dg.AssetExecutionContext, config: config_class,  # type: ignore[valid-type]
-                 warehouse_db: WarehouseResource) -> steps.RequestManifest:
+                 warehouse_db: WarehouseResource, ledger: LedgerResource) -> dg.MaterializeResult:
         month = partition_month(context)
-        with warehouse_db.connect() as con:
+        settings = to_submission_settings(spec, config)
+        with warehouse_db.connect() as con, ledger.open() as led:
             items = warehouse.read_table(con, spec.source, month)
-        manifest = steps.prepare_requests(spec, to_settings(spec, config), items, month,
-                                          warehouse_db.work_dir("requests", spec.name, month),
-                                          limits=to_limits(config))
-        context.add_output_metadata({
-            "requests": manifest.n_items, "files": len(manifest.files), "bytes": manifest.n_bytes,
-            "input_tokens": manifest.input_tokens, "requested_model": manifest.model,
-            **_cost_metadata("estimated", manifest.estimate),
-            "request_files": [str(f.path) for f in manifest.files],
-        })
-        return manifest
+            planned = plan_month(spec, settings, items, month, ledger=led, con=con,
+                                 requests_dir=warehouse_db.requests_dir(spec.name, month), run_id=context.run.run_id)
+        context.log.info(planned.message)
+        metadata: dict[str, Any] = {"summary": planned.message, "items": planned.n_items,
+                                    "requested_model": settings.pipeline.model}
+        if planned.plan is not None:
+            metadata.update({
+                "attempt": planned.plan.attempt, "plan_id": planned.plan.plan_id, "requests": planned.n_requests,
+                "already_answered": planned.n_reused, "files": len(planned.files), "bytes": planned.n_bytes,
+                "input_tokens": planned.input_tokens, **_cost_metadata("estimated", planned.estimate),
+                "request_files": [str(f.path) for f in planned.files]})
+        elif planned.blocking is not None:
+            metadata.update({"in_flight_attempt": planned.blocking.attempt,
+                             "in_flight_requests": planned.blocking.n_requests})
+        return dg.MaterializeResult(metadata=metadata)
 
-    @dg.asset(name=spec.batches_asset, ins={"manifest": dg.AssetIn(spec.requests_asset)}, kinds={"openai"},
-              description=f"{spec.name}: uploads the request files and creates one batch per file (adopting a batch "
-                          "an earlier run created for the same file). The batch sensor then follows them, recording "
-                          "progress as observations here (Events tab); no run stays open.",
-              **common)
-    def batches(context: dg.AssetExecutionContext, manifest: steps.RequestManifest,
-                batch_api: BatchAPIResource) -> steps.Submission:
-        submission = steps.submit(batch_api.client(), manifest)
-        context.add_output_metadata({
-            "batch_ids": submission.batch_ids, "batches": len(submission.batches),
-            "adopted": sum(b.adopted for b in submission.batches), "requests": manifest.n_items,
-            "provider": batch_api.provider,
-        })
-        return submission
-
-    @dg.asset(name=spec.results_asset, ins={"submission": dg.AssetIn(spec.batches_asset)},
-              kinds={"openai", "duckdb", "polars"}, pool=DUCKDB_POOL,
-              description=f"{spec.name}: downloads every batch's output and error files (streamed) and records "
-                          "one outcome per item (table batch_outcomes) and the actual tokens and cost per batch "
-                          "(table batch_costs).",
-              metadata={"dagster/column_schema": table_schema("batch_outcomes")}, **common)
-    def results(context: dg.AssetExecutionContext, submission: steps.Submission, batch_api: BatchAPIResource,
-                warehouse_db: WarehouseResource) -> steps.CollectedResults:
+    @dg.asset(name=spec.batches_asset, deps=[spec.requests_asset], kinds={"openai"},
+              description=f"{spec.name}: uploads the month's planned request files and creates one batch per file; "
+                          "a file whose batch exists (an earlier, concurrent or crashed run made it) is adopted, "
+                          "never paid twice. The batch sensor then follows them and records progress and the "
+                          "month's state as observations here (Events tab); no run stays open.", **common)
+    def batches(context: dg.AssetExecutionContext, batch_api: BatchAPIResource,
+                ledger: LedgerResource) -> dg.MaterializeResult:
         month = partition_month(context)
-        collected = steps.collect(batch_api.client(), submission, warehouse_db.work_dir("results", spec.name, month))
-        with warehouse_db.connect() as con:
-            warehouse.replace_partition(con, "batch_outcomes", month, steps.outcome_rows(collected),
-                                        pipeline=spec.name)
-            warehouse.replace_partition(con, "batch_costs", month, steps.cost_rows(collected), pipeline=spec.name)
-        costs = collected.costs
-        context.add_output_metadata({
-            **{f"outcome_{name}": n for name, n in sorted(collected.outcome_counts.items())},
-            "prompt_tokens": int(costs["prompt_tokens"].sum() or 0),
-            "completion_tokens": int(costs["completion_tokens"].sum() or 0),
-            **_cost_metadata("actual", collected.actual),
-            **_cost_metadata("openai_equivalent", collected.openai_equivalent),
-        })
-        return collected
+        with ledger.open() as led:
+            submitted = submit_month(batch_api.client(), led, spec.name, month)
+            record = led.month(spec.name, month_key(month))
+        context.log.info(submitted.message)
+        return dg.MaterializeResult(metadata={
+            "summary": submitted.message, "batch_ids": list(submitted.batch_ids), "batches": len(submitted.batch_ids),
+            "created": submitted.created, "adopted": submitted.adopted, "provider": batch_api.provider,
+            "attempt": record.attempt if record else 0,
+            "month_state": record.state.value if record else "not submitted"})
+
+    results_checks = [
+        dg.AssetCheckSpec(ACCOUNTED_CHECK, asset=spec.results_asset, partitions_def=partitions_def,
+                          description="Every item of the month is accounted for: succeeded, in flight, to be "
+                                      "retried or failed for good (ERROR when any is not)."),
+        dg.AssetCheckSpec(FAILURE_CHECK, asset=spec.results_asset, partitions_def=partitions_def,
+                          description="The share of items that failed for good stays under the threshold "
+                                      "(run config max_failure_share)."),
+    ]
+
+    @dg.asset(name=spec.results_asset, deps=[spec.batches_asset], kinds={"openai", "duckdb", "polars"},
+              pool=DUCKDB_POOL, output_required=False, check_specs=results_checks,
+              description=f"{spec.name}: downloads every ended batch's output and error files (streamed), records "
+                          "one outcome per item and attempt (table batch_outcomes) and the actual tokens and cost "
+                          "per batch (table batch_costs), then accounts for every item and plans the retry of "
+                          "retryable ones. Skipped while the month's batches still run: the batch sensor "
+                          "launches it when they end.",
+              metadata={"dagster/column_schema": table_schema("batch_outcomes")}, **common)
+    def results(context: dg.AssetExecutionContext, batch_api: BatchAPIResource, warehouse_db: WarehouseResource,
+                ledger: LedgerResource) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        month = partition_month(context)
+        with warehouse_db.connect() as con, ledger.open() as led:
+            source = warehouse.read_table(con, spec.source, month)
+            collected = collect_month(
+                batch_api.client(), led, con, spec.name, month,
+                work_dir=warehouse_db.downloads_dir(spec.name, month), results_dir=warehouse_db.results_dir,
+                requests_dir=warehouse_db.requests_dir(spec.name, month),
+                source_item_ids=source[spec.item_id_column] if spec.item_id_column in source.columns else None)
+        if collected.report is None:
+            context.log.info(f"skipped: {collected.message}")
+            return
+        context.log.info(collected.message)
+        actual, equivalent = collected.total("actual"), collected.total("openai_equivalent")
+        counts: dict[str, int] = {}
+        for batch in collected.collected:
+            for outcome, n in batch.outcome_counts.items():
+                counts[outcome] = counts.get(outcome, 0) + n
+        yield dg.MaterializeResult(metadata={
+            **_report_metadata(collected.report), "collected_batches": [b.batch_id for b in collected.collected],
+            "still_running": list(collected.pending), **{f"outcome_{k}": v for k, v in sorted(counts.items())},
+            "prompt_tokens": sum(b.prompt_tokens for b in collected.collected),
+            "completion_tokens": sum(b.completion_tokens for b in collected.collected),
+            **_cost_metadata("actual", actual), **_cost_metadata("openai_equivalent", equivalent),
+            "retry_attempt": collected.retry_plan.attempt if collected.retry_plan else 0})
+        yield from _check_results(collected.report)
 
     check_specs = [dg.AssetCheckSpec(check.name, asset=spec.output_table, description=check.description,
                                      partitions_def=partitions_def)  # one result per month, not one overall
                    for check in spec.checks]
 
-    @dg.asset(name=spec.output_table, ins={"collected": dg.AssetIn(spec.results_asset)}, deps=[spec.source],
-              kinds={"duckdb", "polars"}, pool=DUCKDB_POOL, check_specs=check_specs,
+    @dg.asset(name=spec.output_table, deps=[spec.results_asset, spec.source], kinds={"duckdb", "polars"},
+              pool=DUCKDB_POOL, check_specs=check_specs,
               description=f"{spec.description} Output table `{spec.output_table}` in DuckDB, one month replaced "
-                          "at a time.",
+                          "at a time, built from the month's successful answers with the settings its requests "
+                          "were built with.",
               metadata={"dagster/column_schema": table_schema(spec.output_table, spec.output_columns)}, **common)
-    def output(context: dg.AssetExecutionContext, collected: steps.CollectedResults,
-               warehouse_db: WarehouseResource) -> dg.MaterializeResult:
+    def output(context: dg.AssetExecutionContext, warehouse_db: WarehouseResource,
+               ledger: LedgerResource) -> dg.MaterializeResult:
         month = partition_month(context)
-        with warehouse_db.connect() as con:
+        with warehouse_db.connect() as con, ledger.open() as led:
             items = warehouse.read_table(con, spec.source, month)
-            rows = steps.output_rows(spec, spec.defaults, items, collected)
+            current = month_report(led, con, spec.name, month)
+            if current.report is None or current.settings is None:
+                raise dg.Failure(f"{spec.output_table} {month:%Y-%m}: {current.message}; materialize "
+                                 f"{spec.requests_asset} and {spec.batches_asset} for the month first")
+            rows = output_rows(spec, current.settings, items, current.classified, month, warehouse_db.results_dir)
             written = warehouse.replace_partition(con, spec.output_table, month, rows)
             check_results = []
             for check in spec.checks:
@@ -158,16 +241,40 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition
                     severity=dg.AssetCheckSeverity.ERROR if check.blocking else dg.AssetCheckSeverity.WARN,
                     metadata={**outcome.metadata,
                               **{k: dg.MetadataValue.md(v) for k, v in outcome.markdown.items()}}))
-        return dg.MaterializeResult(metadata={"dagster/row_count": written, "items": collected.outcome_counts},
+        return dg.MaterializeResult(metadata={"dagster/row_count": written, **_report_metadata(current.report)},
                                     check_results=check_results)
+
+    stall_seconds = platform.stall_after_hours * 3600
+
+    @dg.asset_check(asset=spec.batches_asset, name=PROGRESS_CHECK, partitions_def=partitions_def,
+                    description=f"The month's running batches made progress within the last "
+                                f"{platform.stall_after_hours:g} h (BATCH_ASSETS_STALL_AFTER_HOURS); the batch "
+                                "sensor also reports stalls here.")
+    def progressing(context: dg.AssetCheckExecutionContext, ledger: LedgerResource) -> dg.AssetCheckResult:
+        month = month_key(partition_month(context))  # type: ignore[arg-type]
+        with ledger.open() as led:
+            running = led.files(pipeline=spec.name, month=month, states=(FileState.SUBMITTED,))
+        now = time.time()
+        stalled = [f for f in running if now - (f.progress_at or f.submitted_at or now) > stall_seconds]
+        return dg.AssetCheckResult(
+            passed=not stalled, severity=dg.AssetCheckSeverity.WARN,
+            description=(f"{len(stalled)} of {len(running)} running batch(es) made no progress for "
+                         f"{platform.stall_after_hours:g} h: batch-assets batches cancel --pipeline {spec.name} "
+                         f"--month {month[:7]}" if stalled else f"{len(running)} running batch(es), all progressing"),
+            metadata={"running": len(running), "stalled_batch_ids": [f.batch_id for f in stalled]})
 
     jobs = {
         "submit": dg.define_asset_job(
             f"{spec.name}_submit", selection=[spec.source, spec.requests_asset, spec.batches_asset],
-            description=f"{spec.name}: load the month's {spec.source}, write request files, submit batches. "
-                        "The batch sensor collects the results when the batches end."),
+            description=f"{spec.name}: load the month's {spec.source}, plan the requests, submit batches. "
+                        "The batch sensor collects the results when the batches end and retries what failed."),
         "collect": dg.define_asset_job(
             f"{spec.name}_collect", selection=[spec.results_asset, spec.output_table],
-            description=f"{spec.name}: download and parse finished batches into DuckDB (the sensor launches it)."),
+            description=f"{spec.name}: download and parse ended batches into DuckDB and plan retries "
+                        "(the batch sensor launches it)."),
+        "resubmit": dg.define_asset_job(
+            f"{spec.name}_resubmit", selection=[spec.batches_asset],
+            description=f"{spec.name}: submit the month's planned attempt (the batch sensor launches it for "
+                        "retries; it also finishes a submission a crashed run left half done)."),
     }
-    return [requests, batches, results, output], jobs
+    return [requests, batches, results, output], [progressing], jobs

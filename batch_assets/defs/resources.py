@@ -13,6 +13,7 @@ import duckdb
 
 from batch_assets import warehouse
 from batch_assets.batching.client import BatchClient, openai_client_from_env
+from batch_assets.ledger.store import Ledger
 from batch_assets.provider import check_provider
 
 
@@ -38,7 +39,7 @@ class BatchAPIResource(dg.ConfigurableResource):
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB warehouse file and the folder for request and result files."""
+    """The DuckDB warehouse file and the folders for request files, downloads and result payloads."""
 
     duckdb_path: str
     data_dir: str
@@ -51,8 +52,31 @@ class WarehouseResource(dg.ConfigurableResource):
         finally:
             con.close()
 
-    def work_dir(self, kind: str, pipeline: str, month: date) -> Path:
-        return Path(self.data_dir) / kind / pipeline / f"{month:%Y-%m}"
+    def requests_dir(self, pipeline: str, month: date) -> Path:
+        """Content-addressed request files, kept as submitted."""
+        return Path(self.data_dir) / "requests" / pipeline / f"{month:%Y-%m}"
+
+    def downloads_dir(self, pipeline: str, month: date) -> Path:
+        return Path(self.data_dir) / "downloads" / pipeline / f"{month:%Y-%m}"
+
+    @property
+    def results_dir(self) -> Path:
+        """One Parquet file of answers per batch, named by batch id."""
+        return Path(self.data_dir) / "results"
+
+
+class LedgerResource(dg.ConfigurableResource):
+    """The batch ledger (SQLite beside the warehouse, or PostgreSQL when runs spread over machines)."""
+
+    url: str
+
+    @contextmanager
+    def open(self) -> Iterator[Ledger]:
+        ledger = Ledger(self.url)
+        try:
+            yield ledger
+        finally:
+            ledger.close()
 
 
 class SourcesResource(dg.ConfigurableResource):

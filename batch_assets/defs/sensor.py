@@ -1,95 +1,93 @@
-"""The batch sensor: follows every pipeline's pending batches and requests the collect run when a month ends.
+"""The batch sensor: follows every pipeline's batches through the ledger, shows each month's state, launches the
+collect run when a month's batches end and the resubmit run when a retry is due.
 
-It reads only the Dagster instance (materializations, its cursor) and the Batch API, never DuckDB,
-so it never waits on a run holding the warehouse's write lock.
+It reads the ledger and the Batch API, never DuckDB, so it never waits on a run holding the warehouse's write
+lock. The decisions are `pipelines.monitor.advance`; this module only turns them into Dagster events and runs.
 """
 
-
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
+import orjson
 
-from batch_assets.defs.resources import BatchAPIResource
+from batch_assets.defs.factory import PROGRESS_CHECK
+from batch_assets.defs.resources import BatchAPIResource, LedgerResource
+from batch_assets.pipelines.monitor import advance
 from batch_assets.pipelines.spec import PipelineSpec
-from batch_assets.pipelines.tracking import TrackedMonth, TrackerState, poll, progress
 
-DISCOVERY_PAGE = 200
-
-
-def _collected_since(instance: dg.DagsterInstance, spec: PipelineSpec, month: str, storage_id: int) -> bool:
-    """True when the month's results were materialized after this submission (by the sensor or by hand)."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(dg.AssetKey(spec.results_asset), asset_partitions=[month], after_storage_id=storage_id),
-        limit=1,
-    )
-    return bool(records.records)
+# Months whose ledger row changed this long before the last tick are looked at again (clock skew, slow ticks).
+_CHANGE_MARGIN_SECONDS = 60.0
 
 
-def _discover(instance: dg.DagsterInstance, spec: PipelineSpec, state: TrackerState) -> None:
-    """Tracks every batches materialization not seen yet."""
-    while True:
-        result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(dg.AssetKey(spec.batches_asset), after_storage_id=state.seen_up_to.get(spec.name)),
-            limit=DISCOVERY_PAGE, ascending=True,
-        )
-        for record in result.records:
-            materialization = record.asset_materialization
-            state.seen_up_to[spec.name] = record.storage_id
-            if materialization is None or materialization.partition is None:
-                continue
-            batch_ids = materialization.metadata.get("batch_ids")
-            ids = list(batch_ids.value) if batch_ids is not None else []  # type: ignore[arg-type]
-            requests = materialization.metadata.get("requests")
-            if _collected_since(instance, spec, materialization.partition, record.storage_id):
-                continue
-            state.track(TrackedMonth(spec.name, materialization.partition, record.storage_id, ids,
-                                     requests=int(requests.value) if requests is not None else 0))
-        if not result.has_more:
-            return
-
-
-def build_batch_sensor(pipelines: Sequence[PipelineSpec], collect_jobs: Mapping[str, Any],
-                       interval_seconds: int) -> dg.SensorDefinition:
+def build_batch_sensor(pipelines: Sequence[PipelineSpec], jobs: Mapping[str, Mapping[str, Any]],
+                       interval_seconds: int, stall_after_hours: float) -> dg.SensorDefinition:
     specs = {spec.name: spec for spec in pipelines}
+    all_jobs = [job for per_pipeline in jobs.values() for name, job in per_pipeline.items()
+                if name in ("collect", "resubmit")]
 
     @dg.sensor(
         name="batch_sensor", minimum_interval_seconds=interval_seconds,
-        default_status=dg.DefaultSensorStatus.RUNNING, jobs=list(collect_jobs.values()),
-        description="Polls every pipeline's pending batches (listing pages, not one call per batch), records "
-                    "progress as observations on the <pipeline>_batches assets, and launches <pipeline>_collect "
-                    "for a month once all its batches have ended.",
+        default_status=dg.DefaultSensorStatus.RUNNING, jobs=all_jobs,
+        description="Polls every pipeline's running batches (listing pages, not one call per batch), records "
+                    "progress and each month's state (waiting / retrying / done / done with failures) as "
+                    "observations on the <pipeline>_batches assets, launches <pipeline>_collect for a month once "
+                    "its batches have ended and <pipeline>_resubmit when a retry is due, and reports batches "
+                    "that stopped progressing.",
     )
-    def batch_sensor(context: dg.SensorEvaluationContext, batch_api: BatchAPIResource) -> dg.SensorResult:
-        state = TrackerState.from_cursor(context.cursor)
-        for spec in pipelines:
-            _discover(context.instance, spec, state)
-        if not state.tracked:
-            return dg.SensorResult(skip_reason="no pending batches", cursor=state.to_cursor())
-        batches = poll(batch_api.client(), state.all_batch_ids())
-        run_requests, observations = [], []
-        for month_progress in progress(state, batches):
-            entry = month_progress.entry
-            spec = specs[entry.pipeline]
-            if month_progress.counts != entry.last_progress or month_progress.finished:
-                observations.append(dg.AssetObservation(
-                    asset_key=spec.batches_asset, partition=entry.month,
-                    metadata={"completed": month_progress.completed, "failed": month_progress.failed,
-                              "total": month_progress.total, "statuses": month_progress.statuses,
-                              "finished": month_progress.finished},
-                ))
-                entry.last_progress = month_progress.counts
-            if month_progress.finished:
-                run_requests.append(dg.RunRequest(
-                    run_key=f"collect:{entry.pipeline}:{entry.month}:{entry.submission_id}",
-                    job_name=collect_jobs[entry.pipeline].name, partition_key=entry.month,
-                    tags={"batch_assets/pipeline": entry.pipeline},
-                ))
-                del state.tracked[f"{entry.pipeline}|{entry.month}"]
-        pending = ", ".join(f"{entry.pipeline} {entry.month[:7]}" for entry in state.tracked.values())
-        summary = f"waiting for {pending}" if pending else "all submitted batches collected"
-        context.log.info(f"{summary}; {len(run_requests)} collect run(s) requested")
-        return dg.SensorResult(run_requests=run_requests, asset_events=observations, cursor=state.to_cursor(),
+    def batch_sensor(context: dg.SensorEvaluationContext, batch_api: BatchAPIResource,
+                     ledger: LedgerResource) -> dg.SensorResult:
+        cursor = orjson.loads(context.cursor) if context.cursor else {}
+        reported: dict[str, Any] = cursor.get("reported", {})
+        stalled_before: set[str] = set(cursor.get("stalled", []))
+        started = time.time()
+        with ledger.open() as led:
+            decisions = advance(batch_api.client(), led, now=started, stall_after_seconds=stall_after_hours * 3600,
+                                changed_since=cursor.get("last_tick", 0.0) - _CHANGE_MARGIN_SECONDS)
+        events: list[dg.AssetObservation | dg.AssetCheckEvaluation] = []
+        waiting = []
+        for progress in decisions.progress:
+            spec = specs.get(progress.pipeline)
+            if spec is None:
+                continue
+            key = f"{progress.pipeline}|{progress.month}"
+            if progress.state.value in ("waiting", "retrying"):
+                waiting.append(f"{progress.pipeline} {progress.month[:7]}")
+            if reported.get(key) != progress.signature:
+                events.append(dg.AssetObservation(
+                    asset_key=spec.batches_asset, partition=progress.month,
+                    metadata={"month_state": progress.state.value, "attempt": progress.attempt,
+                              "completed": progress.completed, "failed": progress.failed, "total": progress.total,
+                              "statuses": progress.batch_statuses, "queued_files": progress.queued_files,
+                              "summary": progress.describe()}))
+                reported[key] = progress.signature
+        stalled_now = set()
+        for stall in decisions.stalls:
+            spec = specs.get(stall.file.pipeline)
+            if spec is None or stall.file.batch_id is None:
+                continue
+            stalled_now.add(stall.file.batch_id)
+            context.log.warning(stall.describe())
+            if stall.file.batch_id not in stalled_before:
+                events.append(dg.AssetCheckEvaluation(
+                    asset_key=dg.AssetKey(spec.batches_asset), check_name=PROGRESS_CHECK, passed=False,
+                    partition=stall.file.month, severity=dg.AssetCheckSeverity.WARN,
+                    description=stall.describe(), metadata={"batch_id": stall.file.batch_id}))
+        run_requests = [
+            dg.RunRequest(run_key=due.run_key, job_name=f"{due.pipeline}_collect", partition_key=due.month,
+                          tags={"batch_assets/pipeline": due.pipeline})
+            for due in decisions.collect if due.pipeline in specs]
+        run_requests += [
+            dg.RunRequest(run_key=due.run_key, job_name=f"{due.pipeline}_resubmit", partition_key=due.month,
+                          tags={"batch_assets/pipeline": due.pipeline, "batch_assets/reason": due.reason})
+            for due in decisions.submit if due.pipeline in specs]
+        summary = (f"waiting for {', '.join(waiting)}" if waiting else "no batches running") + (
+            f"; {len(run_requests)} run(s) requested" if run_requests else "")
+        context.log.info(f"{summary} ({decisions.api_calls} Batch API call(s))")
+        new_cursor = orjson.dumps({"reported": reported, "stalled": sorted(stalled_now),
+                                   "last_tick": started}).decode()
+        return dg.SensorResult(run_requests=run_requests, asset_events=events, cursor=new_cursor,
                                skip_reason=None if run_requests else summary)
 
     return batch_sensor

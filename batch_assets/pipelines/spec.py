@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
 
 import duckdb
+import orjson
 import polars as pl
 
 from batch_assets.batching.protocol import Endpoint
-from batch_assets.batching.request_files import PreparedRequest
+from batch_assets.batching.request_files import BatchLimits, PreparedRequest
 
 SourceName = Literal["raw_documents", "company_metrics"]
 
@@ -29,6 +32,66 @@ class PipelineSettings:
     labels: tuple[str, ...] = ()
     # Rough output tokens per request, for the estimate before submitting (actual usage comes after).
     expected_output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a month's failed items are retried and judged (run config; stored with each plan)."""
+
+    max_attempts: int = 3  # an item is submitted at most this many times
+    retry_delay_seconds: float = 60.0  # wait after a collect before resubmitting retryable items
+    max_failure_share: float = 0.05  # above this share of final failures the month's check fails
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if self.retry_delay_seconds < 0:
+            raise ValueError(f"retry_delay_seconds must be >= 0, got {self.retry_delay_seconds}")
+        if not 0 <= self.max_failure_share <= 1:
+            raise ValueError(f"max_failure_share must be within [0, 1], got {self.max_failure_share}")
+
+
+SETTINGS_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SubmissionSettings:
+    """Everything a plan was built with. Stored in the ledger as versioned JSON (never a pickle), so a batch
+    submitted by this release is collected, retried and turned into rows by the next one."""
+
+    pipeline: PipelineSettings
+    limits: BatchLimits = field(default_factory=BatchLimits)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def to_json(self) -> str:
+        limits = {f.name: getattr(self.limits, f.name) for f in dataclasses.fields(self.limits)}
+        limits["tokens_per_file_by_model"] = dict(self.limits.tokens_per_file_by_model)
+        return orjson.dumps({"version": SETTINGS_FORMAT_VERSION, "pipeline": dataclasses.asdict(self.pipeline),
+                             "limits": limits, "retry": dataclasses.asdict(self.retry)},
+                            option=orjson.OPT_SORT_KEYS).decode()
+
+    @classmethod
+    def from_json(cls, text: str) -> SubmissionSettings:
+        """Reads settings written by this or an earlier release. Fields this release no longer has are ignored
+        (with a warning); fields it added take their defaults."""
+        raw = orjson.loads(text)
+        version = raw.get("version", 1)
+        if version > SETTINGS_FORMAT_VERSION:
+            raise ValueError(f"settings format {version} is newer than this release reads "
+                             f"({SETTINGS_FORMAT_VERSION}): upgrade batch_assets")
+        pipeline = _known_fields(PipelineSettings, raw.get("pipeline", {}))
+        pipeline["labels"] = tuple(pipeline.get("labels") or ())
+        return cls(PipelineSettings(**pipeline), BatchLimits(**_known_fields(BatchLimits, raw.get("limits", {}))),
+                   RetryPolicy(**_known_fields(RetryPolicy, raw.get("retry", {}))))
+
+
+def _known_fields(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        warnings.warn(f"stored {cls.__name__} has fields this release does not know, ignored: {unknown}",
+                      stacklevel=3)
+    return {k: v for k, v in values.items() if k in known}
 
 
 # items (one row per item of the month, with an `item_id` column) -> requests, streamed

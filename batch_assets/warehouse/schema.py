@@ -70,6 +70,19 @@ TABLES: dict[str, dict[str, str]] = {
         "batch_id": "VARCHAR",
         "attempt": "INTEGER",
     },
+    # The ledger's per-item half: every item of every plan, as it was submitted (or why it was not).
+    "batch_requests": {
+        "pipeline": "VARCHAR",
+        "month": "DATE",
+        "plan_id": "BIGINT",
+        "attempt": "INTEGER",
+        "item_id": "VARCHAR",
+        "custom_id": "VARCHAR",
+        "body_sha256": "VARCHAR",
+        "file_sha256": "VARCHAR",  # the request file it went out in; NULL when it needed no new answer
+        "input_tokens": "BIGINT",
+        "source": "VARCHAR",  # submitted | reused (an earlier attempt already answered this body) | cache
+    },
     "batch_outcomes": {
         "pipeline": "VARCHAR",
         "month": "DATE",
@@ -84,6 +97,9 @@ TABLES: dict[str, dict[str, str]] = {
         "response_model": "VARCHAR",
         "prompt_tokens": "BIGINT",
         "completion_tokens": "BIGINT",
+        "plan_id": "BIGINT",
+        "body_sha256": "VARCHAR",
+        "final": "BOOLEAN",  # this row is the item's final outcome (exactly one per item once the month is done)
     },
     "batch_costs": {
         "pipeline": "VARCHAR",
@@ -98,7 +114,7 @@ TABLES: dict[str, dict[str, str]] = {
         "saving_usd": "DOUBLE",
     },
 }
-PIPELINE_TABLES = frozenset({"batch_outcomes", "batch_costs"})
+PIPELINE_TABLES = frozenset({"batch_requests", "batch_outcomes", "batch_costs"})
 # Row order of reads.
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "raw_documents": ("month", "id"),
@@ -106,6 +122,7 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     EMBEDDINGS_TABLE: ("month", "document_id", "model"),
     "document_labels": ("month", "document_id", "model"),
     "monthly_reports": ("month", "company", "model"),
+    "batch_requests": ("pipeline", "month", "plan_id", "item_id"),
     "batch_outcomes": ("pipeline", "month", "custom_id", "attempt"),
     "batch_costs": ("pipeline", "month", "batch_id", "model"),
 }
@@ -117,6 +134,7 @@ _POLARS_TYPES: dict[str, pl.DataType] = {
     "DOUBLE": pl.Float64(),
     "BIGINT": pl.Int64(),
     "INTEGER": pl.Int32(),
+    "BOOLEAN": pl.Boolean(),
     "FLOAT[N]": pl.List(pl.Float32()),
 }
 
@@ -192,10 +210,27 @@ def connect(
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create every table that is missing (document_embeddings waits for its first write, which fixes N)."""
+    """Create every table that is missing (document_embeddings waits for its first write, which fixes N), and
+    add the columns a newer release declares to tables an older one created (they read as NULL there)."""
+    existing = _existing_columns(con)
     for table, columns in TABLES.items():
-        if table != EMBEDDINGS_TABLE:
+        if table == EMBEDDINGS_TABLE and table not in existing:
+            continue
+        if table not in existing:
             con.execute(create_table_sql(table, columns)).fetchall()
+            continue
+        for column, sql_type in columns.items():
+            if column not in existing[table] and "[N]" not in sql_type:
+                con.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(column)} {sql_type}").fetchall()
+
+
+def _existing_columns(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for table, column in con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+    ).fetchall():
+        found.setdefault(table, set()).add(column)
+    return found
 
 
 def create_table_sql(table: str, columns: dict[str, str], dims: int | None = None) -> str:

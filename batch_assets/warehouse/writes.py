@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from batch_assets.warehouse.schema import (
 )
 
 
-class _ArrowStream:
+class ArrowStream:
     """A polars frame seen only through `__arrow_c_stream__`, which DuckDB scans without pyarrow."""
 
     def __init__(self, frame: pl.DataFrame) -> None:
@@ -47,24 +47,27 @@ def replace_partition(
     frame: pl.DataFrame | pl.LazyFrame,
     *,
     pipeline: str | None = None,
+    within: Mapping[str, Sequence[object]] | None = None,
 ) -> int:
-    """Replace `table`'s rows for `month` (and `pipeline`, for batch_outcomes / batch_costs) with `frame`.
+    """Replace `table`'s rows for `month` (and `pipeline`, for the tables several pipelines share) with `frame`.
 
     The frame's columns must be the table's; `month` and `pipeline` may be left out and are then filled in,
-    and when present every row must hold the month (and pipeline) being written. Delete and insert run in one
-    transaction: on any error nothing changes. Returns the number of rows written.
+    and when present every row must hold the month (and pipeline) being written. `within` narrows what is
+    replaced to the rows whose columns hold one of the given values (e.g. `{"batch_id": [...]}`: replace one
+    batch's rows, keep the other attempts'). Delete and insert run in one transaction: on any error nothing
+    changes. Returns the number of rows written.
     """
     if isinstance(frame, pl.LazyFrame):
         with tempfile.TemporaryDirectory(prefix="batch_assets_") as folder:
             path = Path(folder) / "partition.parquet"
             frame.sink_parquet(path)
-            return replace_partition_from_parquet(con, table, month, [path], pipeline=pipeline)
+            return replace_partition_from_parquet(con, table, month, [path], pipeline=pipeline, within=within)
     check_table(table)
     dims = _frame_dims(frame) if table == EMBEDDINGS_TABLE else None
     name = f"_batch_assets_frame_{uuid.uuid4().hex}"
-    con.register(name, _ArrowStream(frame))
+    con.register(name, ArrowStream(frame))
     try:
-        return _replace(con, table, month_start(month), pipeline, quote(name), frame.columns, dims)
+        return _replace(con, table, month_start(month), pipeline, quote(name), frame.columns, dims, within)
     finally:
         con.unregister(name)
 
@@ -76,6 +79,7 @@ def replace_partition_from_parquet(
     parquet_paths: str | Path | Sequence[str | Path],
     *,
     pipeline: str | None = None,
+    within: Mapping[str, Sequence[object]] | None = None,
 ) -> int:
     """`replace_partition` with rows from Parquet files, streamed by DuckDB (for big embedding loads)."""
     check_table(table)
@@ -95,7 +99,7 @@ def replace_partition_from_parquet(
             f"SELECT len(embedding) FROM {source} WHERE embedding IS NOT NULL LIMIT 1"
         ).fetchall()
         dims = int(first[0][0]) if first else None
-    return _replace(con, table, month_start(month), pipeline, source, columns, dims)
+    return _replace(con, table, month_start(month), pipeline, source, columns, dims, within)
 
 
 def _frame_dims(frame: pl.DataFrame) -> int | None:
@@ -144,6 +148,13 @@ def _check_values(con: duckdb.DuckDBPyConnection, source: str, column: str, expr
         )
 
 
+def _check_within(con: duckdb.DuckDBPyConnection, source: str, column: str, values: Sequence[object]) -> None:
+    rows = con.execute(f"SELECT count(*) FROM {source} WHERE NOT list_contains($v, {quote(column)})",
+                       {"v": list(values)}).fetchall()
+    if rows[0][0]:
+        raise WarehouseError(f"{rows[0][0]} rows have a {column} outside the values being replaced")
+
+
 def _replace(
     con: duckdb.DuckDBPyConnection,
     table: str,
@@ -152,6 +163,7 @@ def _replace(
     source: str,
     columns: Sequence[str],
     dims: int | None,
+    within: Mapping[str, Sequence[object]] | None = None,
 ) -> int:
     shared = table in PIPELINE_TABLES
     if shared and not pipeline:
@@ -171,6 +183,12 @@ def _replace(
         _check_values(con, source, "pipeline", '"pipeline"', pipeline)
     params: dict[str, object] = {"month": month, **({"pipeline": pipeline} if shared else {})}
     where = "month = CAST($month AS DATE)" + (" AND pipeline = CAST($pipeline AS VARCHAR)" if shared else "")
+    table_columns = check_table(table)
+    for i, (column, values) in enumerate((within or {}).items()):
+        if column not in table_columns:
+            raise WarehouseError(f"{table} has no column {column!r} to narrow a replace by")
+        where += f" AND list_contains($within_{i}, {quote(column)})"
+        params[f"within_{i}"] = list(values)
     con.begin()
     try:
         if table == EMBEDDINGS_TABLE:
@@ -186,6 +204,10 @@ def _replace(
         )
         con.execute(f"DELETE FROM {quote(table)} WHERE {where}", params).fetchall()
         filled = {name: params[name] for name in fills if name not in columns}
+        if within:
+            for column, values in within.items():  # rows outside `within` would survive a later replace
+                if column in columns:
+                    _check_within(con, source, column, values)
         written = con.execute(
             f"INSERT INTO {quote(table)} BY NAME SELECT {select} FROM {source}", filled or None
         ).fetchall()[0][0]

@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from batch_assets.defs.definitions import build_definitions
-from batch_assets.pipelines.tracking import TrackerState
+from batch_assets.ledger.store import Ledger
 from batch_assets.settings import PlatformSettings
 
 MONTH = "2024-03-01"
@@ -35,13 +35,22 @@ class Platform:
     def tick(self) -> dg.SensorResult:
         sensor = self.defs.resolve_sensor_def("batch_sensor")
         context = dg.build_sensor_context(instance=self.instance, cursor=self.cursor,
-                                          resources={"batch_api": self.defs.resources["batch_api"]})
+                                          resources={"batch_api": self.defs.resources["batch_api"],
+                                                     "ledger": self.defs.resources["ledger"]})
         result = sensor(context)
         self.cursor = result.cursor
         return result
 
+    def ledger(self) -> Ledger:
+        return Ledger(self.settings.ledger_url)
+
+    def open_plans(self) -> int:
+        with self.ledger() as ledger:
+            return len(ledger.open_plans())
+
     def drive_sensor(self, timeout: float = 600.0) -> list[dg.RunRequest]:
-        """Ticks the sensor like the daemon does, executing each run it requests, until nothing is pending."""
+        """Ticks the sensor like the daemon does, executing each run it requests (collects, due retries), until
+        no plan is open any more (every month done, done with failures or cancelled)."""
         requested: list[dg.RunRequest] = []
         deadline = time.monotonic() + timeout
         while True:
@@ -49,10 +58,10 @@ class Platform:
             for request in result.run_requests or []:
                 requested.append(request)
                 self.collect_runs.append(self.run_job(request.job_name, request.partition_key))
-            if not TrackerState.from_cursor(self.cursor).tracked:
+            if not result.run_requests and not self.open_plans():
                 return requested
             assert time.monotonic() < deadline, "batches still pending after the timeout"
-            time.sleep(0.5)
+            time.sleep(0.3)
 
     def query(self, sql: str) -> list[tuple]:
         with duckdb.connect(str(self.settings.duckdb_path), read_only=True) as con:
@@ -65,6 +74,7 @@ def make_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, models: st
     monkeypatch.setenv("BATCH_ASSETS_DOCS_PER_MONTH", str(docs_per_month))
     monkeypatch.setenv("BATCH_ASSETS_LOCAL_MODELS", models)
     monkeypatch.setenv("BATCH_ASSETS_LOCAL_WORKER_IDLE_SECONDS", "3")
+    monkeypatch.setenv("BATCH_ASSETS_RETRY_DELAY_SECONDS", "0")
     monkeypatch.delenv("BATCH_ASSETS_PROVIDER", raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -38,10 +38,12 @@ def test_requests_carry_exact_tokens_and_cost_estimates(fake_platform: Platform)
     assert len(batches["batch_ids"]) == 1 and batches["provider"] == "local" and batches["adopted"] == 0
 
 
-def test_resubmitting_the_same_files_adopts_the_live_batch(fake_platform: Platform) -> None:
+def test_submitting_a_month_in_flight_again_pays_nothing_twice(fake_platform: Platform) -> None:
     first = _metadata(fake_platform.run_job("embeddings_submit"), "embeddings_batches")
-    again = _metadata(fake_platform.run_job("embeddings_submit"), "embeddings_batches")
-    assert again["batch_ids"] == first["batch_ids"] and again["adopted"] == 1
+    again = fake_platform.run_job("embeddings_submit")
+    assert "in flight" in _metadata(again, "embeddings_requests")["summary"]
+    assert _metadata(again, "embeddings_batches")["batch_ids"] == first["batch_ids"]
+    assert _metadata(again, "embeddings_batches")["created"] == 0
 
 
 def test_a_month_of_every_pipeline_reaches_duckdb(fake_platform: Platform) -> None:
@@ -59,7 +61,8 @@ def test_a_month_of_every_pipeline_reaches_duckdb(fake_platform: Platform) -> No
     assert costs == [("embeddings", 6, True, 0.0), ("reports", 5, True, 0.0), ("sentiment", 6, True, 0.0)]
     sentiment_run = next(r for r in fake_platform.collect_runs if r.job_def.name == "sentiment_collect")
     checks = {e.check_name: e for e in sentiment_run.get_asset_check_evaluations()}
-    assert set(checks) == {"label_accuracy", "labels_valid"} and checks["labels_valid"].passed
+    assert set(checks) == {"label_accuracy", "labels_valid", "items_accounted_for", "final_failure_share"}
+    assert checks["labels_valid"].passed and checks["items_accounted_for"].passed
     assert checks["label_accuracy"].metadata["documents_with_gold_label"].value == 6
     assert {e.partition for e in checks.values()} == {MONTH}  # a month's result does not hide another's
     assert "| positive |" in checks["label_accuracy"].metadata["confusion_table"].value

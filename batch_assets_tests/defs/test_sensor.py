@@ -29,8 +29,8 @@ def test_pending_progress_then_one_collect_run(slow_platform: Platform) -> None:
     assert not first.run_requests
     [observation] = first.asset_events
     assert observation.asset_key == dg.AssetKey("embeddings_batches") and observation.partition == MONTH
-    assert observation.metadata["total"].value in (0, 6)  # 0 while the batch validates
-    assert observation.metadata["finished"].value is False
+    assert observation.metadata["total"].value == 6
+    assert observation.metadata["month_state"].value == "waiting"
 
     requests, progress_seen = [], []
     deadline = time.monotonic() + 60
@@ -45,17 +45,24 @@ def test_pending_progress_then_one_collect_run(slow_platform: Platform) -> None:
     assert request.run_key.startswith(f"collect:embeddings:{MONTH}:")
     assert progress_seen[-1] == 6 and progress_seen == sorted(progress_seen)
 
-    again = slow_platform.tick()  # the month is no longer tracked: no second run
+    slow_platform.run_job(request.job_name, request.partition_key)
+    again = slow_platform.tick()  # collected: no second run
     assert again.skip_reason and not again.run_requests
 
 
-def test_a_newer_submission_replaces_the_older_one(slow_platform: Platform) -> None:
-    slow_platform.run_job("embeddings_submit", run_config={
-        "ops": {"embeddings_requests": {"config": {"dimensions": 32}}}})
-    slow_platform.run_job("embeddings_submit")
-    requested = slow_platform.drive_sensor(timeout=120)
-    assert len(requested) == 1  # only the latest submission of the month is collected
-    assert slow_platform.query("SELECT DISTINCT dims FROM document_embeddings") == [(384,)]
+def test_new_settings_wait_for_the_attempt_in_flight_then_resubmit_everything(slow_platform: Platform) -> None:
+    large = {"ops": {"embeddings_requests": {"config": {"model": "text-embedding-3-large"}}}}
+    slow_platform.run_job("embeddings_submit", run_config=large)
+    slow_platform.run_job("embeddings_submit")  # in flight: nothing planned, nothing paid twice
+    assert len(slow_platform.drive_sensor(timeout=120)) == 1
+    assert slow_platform.query("SELECT count(*), count(DISTINCT batch_id) FROM batch_outcomes") == [(6, 1)]
+    slow_platform.run_job("embeddings_submit")  # new settings, new bodies: every item again
+    slow_platform.drive_sensor(timeout=120)
+    assert slow_platform.query("SELECT count(*), count(DISTINCT batch_id) FROM batch_outcomes") == [(12, 2)]
+    assert slow_platform.query("SELECT count(*) FROM document_embeddings") == [(6,)]
+    slow_platform.run_job("embeddings_submit")  # same settings again: every item already answered
+    slow_platform.drive_sensor(timeout=120)
+    assert slow_platform.query("SELECT count(*), count(DISTINCT batch_id) FROM batch_outcomes") == [(12, 2)]
 
 
 def test_a_fresh_cursor_does_not_collect_a_month_twice(fake_platform: Platform) -> None:

@@ -1,0 +1,326 @@
+"""Collecting a month: every ended batch's results into the warehouse, then the month's accounting and its
+next attempt. No Dagster.
+
+What was submitted comes from the ledger (request files by hash, items by plan, settings as submitted), never
+from today's files or the declaration's defaults. Each batch's results land as one Parquet file of payloads
+(`<results dir>/<batch id>.parquet`) and as its rows in `batch_outcomes` and `batch_costs`, replacing only that
+batch's rows, so collecting twice changes nothing and every attempt is kept.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import orjson
+import polars as pl
+from openai.types import Batch
+
+from batch_assets import warehouse
+from batch_assets.batching.client import BatchClient
+from batch_assets.batching.pricing import Cost, actual_cost
+from batch_assets.batching.protocol import BATCH_CANCELLED_CODE, EMBEDDINGS_URL, TERMINAL_BATCH_STATUSES
+from batch_assets.batching.request_files import PreparedRequest, plan_request_files
+from batch_assets.batching.results import RESULT_SCHEMA, parse_batch_results, usage_totals
+from batch_assets.ledger.store import (
+    FileState,
+    Ledger,
+    MonthState,
+    NewFile,
+    PlanKind,
+    PlanState,
+    StoredFile,
+    StoredPlan,
+)
+from batch_assets.pipelines import accounting
+from batch_assets.pipelines.plan import month_key
+from batch_assets.pipelines.spec import SubmissionSettings
+from batch_assets.warehouse.items import SUBMITTED, item_status, mark_final, plan_items, write_plan_items
+
+OUTCOME_COLUMNS = ("custom_id", "item_id", "attempt", "batch_id", "outcome", "status_code", "error_code",
+                   "error_message", "response_model", "prompt_tokens", "completion_tokens", "plan_id", "body_sha256")
+
+
+@dataclass(frozen=True)
+class BatchCollected:
+    batch_id: str
+    status: str
+    model: str
+    outcome_counts: dict[str, int]
+    prompt_tokens: int
+    completion_tokens: int
+    actual: Cost  # what the provider bills (local models: $0)
+    openai_equivalent: Cost | None  # the same tokens at the requested model's OpenAI price; None if unpriced
+
+
+@dataclass(frozen=True)
+class CollectOutcome:
+    collected: tuple[BatchCollected, ...]
+    pending: tuple[str, ...]  # batch ids still running at the provider
+    report: accounting.MonthReport | None  # None when nothing was ever planned for the month
+    settings: SubmissionSettings | None  # what the month's current items were built with
+    retry_plan: StoredPlan | None = None
+    message: str = ""
+    classified: pl.DataFrame = field(default_factory=pl.DataFrame, repr=False)
+
+    @property
+    def waiting(self) -> bool:
+        """Batches still run and nothing new came back: the outputs have nothing new to show."""
+        return bool(self.pending) and not self.collected
+
+    def total(self, which: str) -> Cost | None:
+        costs = [getattr(b, which) for b in self.collected]
+        if any(c is None for c in costs):
+            return None
+        return sum(costs, Cost.zero())
+
+
+def collect_month(client: BatchClient, ledger: Ledger, con: duckdb.DuckDBPyConnection, pipeline: str,
+                  month: date, *, work_dir: Path, results_dir: Path, requests_dir: Path,
+                  source_item_ids: pl.Series | None = None) -> CollectOutcome:
+    """Collects every ended batch of the month, accounts for each item and plans the next attempt."""
+    key = month_key(month)
+    record = ledger.month(pipeline, key)
+    if record is None or record.root_plan_id is None:
+        return CollectOutcome((), (), None, None, message=f"nothing was ever submitted for {pipeline} {month:%Y-%m}")
+    open_plans = ledger.plans(pipeline, key, states=(PlanState.SUBMITTING, PlanState.SUBMITTED))
+    collected: list[BatchCollected] = []
+    pending: list[str] = []
+    for plan in open_plans:
+        for stored in ledger.files(plan_id=plan.plan_id, states=(FileState.SUBMITTED, FileState.ENDED)):
+            batch = client.retrieve(stored.batch_id or "")
+            if batch.status not in TERMINAL_BATCH_STATUSES:
+                pending.append(batch.id)
+                continue
+            collected.append(_collect_batch(client, ledger, con, plan, stored, batch, work_dir, results_dir))
+        if record.cancel_requested:
+            _cancel_unsubmitted(ledger, con, plan)
+        if not ledger.files(plan_id=plan.plan_id, states=tuple(s for s in FileState if s not in (
+                FileState.COLLECTED, FileState.CANCELLED))):
+            ledger.set_plan_state(plan.plan_id, PlanState.COLLECTED)
+    root = ledger.plan(record.root_plan_id)
+    assert root is not None
+    settings = SubmissionSettings.from_json(root.settings)
+    if pending and not collected:
+        return CollectOutcome((), tuple(pending), None, settings,
+                              message=f"{len(pending)} batch(es) of {pipeline} {month:%Y-%m} still running: the "
+                                      "batch sensor collects them when they end")
+    return _account(ledger, con, pipeline, month, record.cancel_requested, settings, root, tuple(collected),
+                    tuple(pending), requests_dir=requests_dir, source_item_ids=source_item_ids)
+
+
+def month_report(ledger: Ledger, con: duckdb.DuckDBPyConnection, pipeline: str, month: date, *,
+                 source_item_ids: pl.Series | None = None) -> CollectOutcome:
+    """The month's accounting as it stands, without collecting anything."""
+    key = month_key(month)
+    record = ledger.month(pipeline, key)
+    if record is None or record.root_plan_id is None:
+        return CollectOutcome((), (), None, None, message=f"nothing was ever submitted for {pipeline} {month:%Y-%m}")
+    root = ledger.plan(record.root_plan_id)
+    assert root is not None
+    settings = SubmissionSettings.from_json(root.settings)
+    classified = _classified(ledger, con, pipeline, month, record.root_plan_id, settings, record.cancel_requested)
+    report = accounting.report(classified, state=record.state, attempt=record.attempt, policy=settings.retry,
+                               source_item_ids=source_item_ids)
+    return CollectOutcome((), (), report, settings, classified=classified)
+
+
+# -- one batch ---------------------------------------------------------------------------------------------------
+def _collect_batch(client: BatchClient, ledger: Ledger, con: duckdb.DuckDBPyConnection, plan: StoredPlan,
+                   stored: StoredFile, batch: Batch, work_dir: Path, results_dir: Path) -> BatchCollected:
+    ledger.update_file(plan.plan_id, stored.sha256, state=FileState.ENDED, batch_status=batch.status,
+                       ended_at=stored.ended_at or time.time())
+    month = date.fromisoformat(stored.month)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    try:
+        for kind, file_id in (("output", batch.output_file_id), ("error", batch.error_file_id)):
+            if file_id:
+                paths[kind] = work_dir / f"{batch.id}_{kind}.jsonl"
+                client.download(file_id, paths[kind])
+        expected = plan_items(con, stored.pipeline, month, [plan.plan_id], file_sha256=stored.sha256)
+        first_error = (batch.errors.data or [None])[0] if batch.errors else None
+        parsed = parse_batch_results(
+            url=stored.url, expected_custom_ids=expected["custom_id"], output_path=paths.get("output"),
+            error_path=paths.get("error"), batch_status=batch.status,
+            batch_error_code=getattr(first_error, "code", None),
+            batch_error_message=getattr(first_error, "message", None))
+        payload = parsed.join(expected.select("custom_id", "item_id", "body_sha256", "attempt", "plan_id"),
+                              on="custom_id", how="left").with_columns(pl.lit(batch.id).alias("batch_id"))
+        _write_parquet(payload, results_dir / f"{batch.id}.parquet")
+        warehouse.replace_partition(con, "batch_outcomes", month,
+                                    payload.select(*OUTCOME_COLUMNS, pl.lit(False).alias("final")),
+                                    pipeline=stored.pipeline, within={"batch_id": [batch.id]})
+        costs, actual, equivalent = _costs(parsed, batch.id, stored.model)
+        warehouse.replace_partition(con, "batch_costs", month, costs, pipeline=stored.pipeline,
+                                    within={"batch_id": [batch.id]})
+    finally:
+        for path in paths.values():  # the Parquet file keeps every field the pipelines use
+            path.unlink(missing_ok=True)
+    ledger.update_file(plan.plan_id, stored.sha256, state=FileState.COLLECTED, collected_at=time.time())
+    counts = {str(k): n for k, n in parsed.group_by("outcome").len().iter_rows()}
+    return BatchCollected(batch.id, batch.status, stored.model, counts, int(costs["prompt_tokens"].sum() or 0),
+                          int(costs["completion_tokens"].sum() or 0), actual, equivalent)
+
+
+def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        frame.write_parquet(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _costs(parsed: pl.DataFrame, batch_id: str, requested_model: str) -> tuple[pl.DataFrame, Cost, Cost | None]:
+    rows = []
+    actual_total, equivalent_total, equivalent_known = Cost.zero(), Cost.zero(), True
+    for usage in usage_totals(parsed).iter_rows(named=True):
+        model = usage["response_model"] or requested_model
+        prompt, completion = int(usage["prompt_tokens"] or 0), int(usage["completion_tokens"] or 0)
+        cost = actual_cost(model, prompt, completion)
+        equivalent = actual_cost(requested_model, prompt, completion)
+        if cost is not None:
+            actual_total += cost
+        if equivalent is None:
+            equivalent_known = False
+        else:
+            equivalent_total += equivalent
+        rows.append({"batch_id": batch_id, "model": model, "requests": int(usage["n"]), "prompt_tokens": prompt,
+                     "completion_tokens": completion, "batch_usd": cost.batch_usd if cost else None,
+                     "standard_usd": cost.standard_usd if cost else None,
+                     "saving_usd": cost.saving_usd if cost else None})
+    frame = pl.DataFrame(rows, schema={
+        "batch_id": pl.String, "model": pl.String, "requests": pl.Int64, "prompt_tokens": pl.Int64,
+        "completion_tokens": pl.Int64, "batch_usd": pl.Float64, "standard_usd": pl.Float64,
+        "saving_usd": pl.Float64})
+    return frame, actual_total, equivalent_total if equivalent_known else None
+
+
+def _cancel_unsubmitted(ledger: Ledger, con: duckdb.DuckDBPyConnection, plan: StoredPlan) -> None:
+    """Items of files cancelled before they were submitted get their `cancelled` outcome (they count)."""
+    month = date.fromisoformat(plan.month)
+    for stored in ledger.files(plan_id=plan.plan_id, states=(FileState.CANCELLED,)):
+        if stored.collected_at is not None:
+            continue
+        items = plan_items(con, plan.pipeline, month, [plan.plan_id], file_sha256=stored.sha256)
+        rows = items.select(
+            "custom_id", "item_id", "attempt", pl.lit(None, pl.String).alias("batch_id"),
+            pl.lit("cancelled").alias("outcome"), pl.lit(None, pl.Int32).alias("status_code"),
+            pl.lit(BATCH_CANCELLED_CODE).alias("error_code"),
+            pl.lit("cancelled by the user before it was submitted").alias("error_message"),
+            pl.lit(None, pl.String).alias("response_model"), pl.lit(None, pl.Int64).alias("prompt_tokens"),
+            pl.lit(None, pl.Int64).alias("completion_tokens"), "plan_id", "body_sha256",
+            pl.lit(False).alias("final"))
+        warehouse.replace_partition(con, "batch_outcomes", month, rows, pipeline=plan.pipeline,
+                                    within={"plan_id": [plan.plan_id], "custom_id": rows["custom_id"].to_list()})
+        ledger.update_file(plan.plan_id, stored.sha256, collected_at=time.time())
+
+
+# -- the month ---------------------------------------------------------------------------------------------------
+def _classified(ledger: Ledger, con: duckdb.DuckDBPyConnection, pipeline: str, month: date, root_plan_id: int,
+                settings: SubmissionSettings, cancelled_by_user: bool) -> pl.DataFrame:
+    superseded = [p.plan_id for p in ledger.plans(pipeline, month_key(month), states=(PlanState.SUPERSEDED,))]
+    status = item_status(con, pipeline, month, root_plan_id, superseded)
+    return accounting.classify(status, settings.retry, cancelled_by_user=cancelled_by_user)
+
+
+def _account(ledger: Ledger, con: duckdb.DuckDBPyConnection, pipeline: str, month: date, cancelled_by_user: bool,
+             settings: SubmissionSettings, root: StoredPlan, collected: tuple[BatchCollected, ...],
+             pending: tuple[str, ...], *, requests_dir: Path, source_item_ids: pl.Series | None) -> CollectOutcome:
+    key = month_key(month)
+    classified = _classified(ledger, con, pipeline, month, root.plan_id, settings, cancelled_by_user)
+    final = classified.filter(pl.col("item_state").is_in([s.value for s in accounting.FINAL_ITEM_STATES])
+                              & pl.col("outcome_plan_id").is_not_null())
+    mark_final(con, pipeline, month, final)
+    still_open = ledger.plans(pipeline, key, states=(PlanState.PLANNED, PlanState.SUBMITTING, PlanState.SUBMITTED))
+    retry_plan = None
+    to_retry = classified.filter(pl.col("item_state") == accounting.ItemState.RETRY.value)
+    if to_retry.height and not still_open and not cancelled_by_user:
+        retry_plan = plan_retry(ledger, con, pipeline, month, root, settings, to_retry, requests_dir=requests_dir)
+    record = ledger.month(pipeline, key)
+    assert record is not None
+    state = accounting.month_state(classified, cancelled_by_user=cancelled_by_user,
+                                   retry_planned=retry_plan is not None or any(
+                                       p.kind == PlanKind.RETRY for p in still_open),
+                                   current=record.state)
+    attempt = retry_plan.attempt if retry_plan else record.attempt
+    report = accounting.report(classified, state=state, attempt=attempt, policy=settings.retry,
+                               source_item_ids=source_item_ids)
+    ledger.update_month(pipeline, key, state=state, summary=orjson.dumps({
+        "by_state": report.by_state, "by_outcome": report.by_outcome, "n_items": report.n_items}).decode())
+    message = report.summary()
+    if retry_plan is not None:
+        message += (f"; {retry_plan.n_requests} item(s) will be resubmitted as attempt {retry_plan.attempt} by the "
+                    "batch sensor")
+    return CollectOutcome(collected, pending, report, settings, retry_plan, message, classified)
+
+
+def plan_retry(ledger: Ledger, con: duckdb.DuckDBPyConnection, pipeline: str, month: date, root: StoredPlan,
+               settings: SubmissionSettings, to_retry: pl.DataFrame, *, requests_dir: Path,
+               now: float | None = None) -> StoredPlan:
+    """The next attempt for `to_retry` items: their request lines exactly as last submitted, in new files."""
+    key = month_key(month)
+    last = plan_items(con, pipeline, month, sorted(set(to_retry["last_plan_id"].drop_nulls().to_list())))
+    last = last.filter(pl.col("source") == SUBMITTED).join(
+        to_retry.select("item_id", "last_plan_id"), left_on=["item_id", "plan_id"],
+        right_on=["item_id", "last_plan_id"], how="semi")
+    with ledger.month_lease(pipeline, key):
+        attempt = ledger.next_attempt(pipeline, key)
+        planned = plan_request_files(_lines_as_submitted(ledger, last), requests_dir,
+                                     limits=settings.limits, file_stem=f"{pipeline}-{month:%Y-%m}")
+        plan = ledger.add_plan(
+            pipeline=pipeline, month=key, attempt=attempt, kind=PlanKind.RETRY, endpoint=root.endpoint,
+            settings=root.settings, n_items=last.height, root_plan_id=root.plan_id,
+            files=[NewFile(f.sha256, str(f.path), f.url, f.model, f.n_requests, f.input_tokens, f.max_output_tokens)
+                   for f in planned.files],
+            not_before=(now or time.time()) + settings.retry.retry_delay_seconds)
+        rows = pl.DataFrame({
+            "attempt": pl.Series([attempt] * sum(f.n_requests for f in planned.files), dtype=pl.Int32),
+            "item_id": [i for f in planned.files for i in f.item_ids],
+            "custom_id": [c for f in planned.files for c in f.custom_ids],
+            "body_sha256": [b for f in planned.files for b in f.body_sha256s],
+            "file_sha256": [f.sha256 for f in planned.files for _ in range(f.n_requests)],
+            "input_tokens": pl.Series([n for f in planned.files for n in f.request_tokens], dtype=pl.Int64),
+            "source": [SUBMITTED] * sum(f.n_requests for f in planned.files),
+        })
+        try:
+            write_plan_items(con, pipeline, month, plan.plan_id, rows)
+        except BaseException:
+            ledger.set_plan_state(plan.plan_id, PlanState.SUPERSEDED)
+            raise
+    return plan
+
+
+def _lines_as_submitted(ledger: Ledger, last: pl.DataFrame) -> Iterator[PreparedRequest]:
+    """The request lines of `last` (plan_id, file_sha256, custom_id, item_id, input_tokens) read back from the
+    request files they went out in; their bodies hash the same, so their answers count for the same items."""
+    wanted = {(row[0], row[1]): (row[2], row[3]) for row in last.select(
+        "plan_id", "custom_id", "item_id", "input_tokens").iter_rows()}
+    for (plan_id, file_sha), _ in last.group_by("plan_id", "file_sha256").len().sort("plan_id", "file_sha256"
+                                                                                      ).iter_rows():
+        stored = ledger.file(plan_id, file_sha)
+        if stored is None:
+            raise ValueError(f"request file {file_sha} of plan {plan_id} is not in the ledger")
+        with open(stored.path, "rb") as handle:
+            for raw in handle:
+                line = orjson.loads(raw)
+                match = wanted.get((plan_id, line["custom_id"]))
+                if match is None:
+                    continue
+                item_id, tokens = match
+                body = line["body"]
+                inputs = body.get("input") if stored.url == EMBEDDINGS_URL else None
+                yield PreparedRequest(line["custom_id"], line["url"], stored.model, body, int(tokens or 0),
+                                      len(inputs) if isinstance(inputs, list) else 1, item_id)
+
+
+__all__ = ["BatchCollected", "CollectOutcome", "MonthState", "RESULT_SCHEMA", "collect_month", "month_report",
+           "plan_retry"]

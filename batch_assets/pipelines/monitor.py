@@ -1,0 +1,191 @@
+"""The batch sensor's decisions, without Dagster: poll what is in flight, record progress in the ledger, and say
+which month needs its results collected and which retry is due.
+
+It reads and writes only the ledger and the Batch API, never the DuckDB warehouse (a run may hold its write
+lock).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from openai.types import Batch
+
+from batch_assets.batching.client import BatchClient
+from batch_assets.batching.protocol import TERMINAL_BATCH_STATUSES
+from batch_assets.ledger.store import FileState, Ledger, MonthState, PlanKind, PlanState, StoredFile, StoredMonth
+
+# How many listed batches one poll reads (newest first) before falling back to one retrieve per batch.
+MAX_LISTED_BATCHES = 1000
+DEFAULT_STALL_AFTER_SECONDS = 6 * 3600.0
+_UNCOLLECTED = (FileState.ENDED,)
+_RUNNING = (FileState.SUBMITTED,)
+
+
+@dataclass(frozen=True)
+class MonthProgress:
+    pipeline: str
+    month: str
+    state: MonthState
+    attempt: int
+    completed: int
+    failed: int
+    total: int
+    batch_statuses: dict[str, str]
+    queued_files: int
+
+    @property
+    def signature(self) -> list[object]:
+        return [self.state.value, self.attempt, self.completed, self.failed, self.total]
+
+    def describe(self) -> str:
+        state = self.state.value.replace("_", " ")
+        if self.state in (MonthState.WAITING, MonthState.RETRYING):
+            return f"{state} (attempt {self.attempt}): {self.completed + self.failed} of {self.total} requests ended"
+        return f"{state} (attempt {self.attempt})"
+
+
+@dataclass(frozen=True)
+class CollectDue:
+    pipeline: str
+    month: str
+    plan_id: int
+    n_ended: int
+
+    @property
+    def run_key(self) -> str:
+        return f"collect:{self.pipeline}:{self.month}:{self.plan_id}:{self.n_ended}"
+
+
+@dataclass(frozen=True)
+class SubmitDue:
+    pipeline: str
+    month: str
+    plan_id: int
+    reason: str  # "retry" or "recover" (a submit run that died half way)
+
+    @property
+    def run_key(self) -> str:
+        return f"submit:{self.pipeline}:{self.month}:{self.plan_id}:{self.reason}"
+
+
+@dataclass(frozen=True)
+class Stall:
+    file: StoredFile
+    idle_seconds: float
+
+    def describe(self) -> str:
+        f = self.file
+        return (f"batch {f.batch_id} of {f.pipeline} {f.month[:7]} (attempt {f.attempt}) has made no progress for "
+                f"{self.idle_seconds / 3600:.1f} h ({f.completed + f.failed} of {f.total} ended, status "
+                f"{f.batch_status}); to give up on it: batch-assets batches cancel --pipeline {f.pipeline} "
+                f"--month {f.month[:7]}")
+
+
+@dataclass
+class TickDecisions:
+    progress: list[MonthProgress] = field(default_factory=list)  # every month with open work or a change
+    collect: list[CollectDue] = field(default_factory=list)
+    submit: list[SubmitDue] = field(default_factory=list)
+    stalls: list[Stall] = field(default_factory=list)
+    api_calls: int = 0
+
+
+def poll(client: BatchClient, batch_ids: set[str]) -> tuple[dict[str, Batch], int]:
+    """Current state of the given batches and the API calls it took: list pages first (one call per 100),
+    then retrieve stragglers."""
+    found: dict[str, Batch] = {}
+    calls = 0
+    if not batch_ids:
+        return found, calls
+    pages = client.openai.batches.list(limit=100)
+    calls += 1
+    listed = 0
+    for page in pages.iter_pages():
+        if listed:
+            calls += 1
+        for batch in page.data:
+            listed += 1
+            if batch.id in batch_ids:
+                found[batch.id] = batch
+        if len(found) == len(batch_ids) or listed >= MAX_LISTED_BATCHES:
+            break
+    for batch_id in batch_ids - found.keys():
+        found[batch_id] = client.retrieve(batch_id)
+        calls += 1
+    return found, calls
+
+
+def advance(client: BatchClient, ledger: Ledger, *, now: float | None = None,
+            stall_after_seconds: float = DEFAULT_STALL_AFTER_SECONDS,
+            changed_since: float | None = None) -> TickDecisions:
+    """One sensor tick: poll running batches, record their progress, decide collects and due submissions."""
+    now = time.time() if now is None else now
+    decisions = TickDecisions()
+    running = ledger.files(states=_RUNNING)
+    batches, decisions.api_calls = poll(client, {f.batch_id for f in running if f.batch_id})
+    updates = []
+    for stored in running:
+        batch = batches.get(stored.batch_id or "")
+        if batch is None:
+            continue
+        counts = batch.request_counts
+        completed, failed = (counts.completed, counts.failed) if counts else (0, 0)
+        total = counts.total if counts and counts.total else stored.total
+        values: dict[str, object] = {"batch_status": batch.status}
+        if (completed, failed, total) != (stored.completed, stored.failed, stored.total):
+            values.update(completed=completed, failed=failed, total=total, progress_at=now)
+        if batch.status in TERMINAL_BATCH_STATUSES:
+            values.update(state=FileState.ENDED, ended_at=now)
+        elif now - (stored.progress_at or stored.submitted_at or now) > stall_after_seconds and \
+                "progress_at" not in values:
+            decisions.stalls.append(Stall(stored, now - (stored.progress_at or stored.submitted_at or now)))
+        updates.append((stored.plan_id, stored.sha256, values))
+    ledger.update_files(updates)
+
+    open_plans = ledger.open_plans()
+    months: dict[tuple[str, str], StoredMonth] = {}
+    for record in ledger.months():
+        if (record.pipeline, record.month) in {(p.pipeline, p.month) for p in open_plans} or (
+                changed_since is not None and record.updated_at >= changed_since):
+            months[(record.pipeline, record.month)] = record
+    for plan in open_plans:
+        files = ledger.files(plan_id=plan.plan_id)
+        states = {f.state for f in files}
+        if plan.state == PlanState.SUBMITTED and not states & {FileState.SUBMITTED, FileState.SUBMITTING,
+                                                               FileState.PLANNED, FileState.QUEUED}:
+            uncollected = [f for f in files if f.state == FileState.ENDED or (
+                f.state == FileState.CANCELLED and f.collected_at is None)]
+            if uncollected:
+                decisions.collect.append(CollectDue(plan.pipeline, plan.month, plan.plan_id, len(uncollected)))
+        elif plan.state == PlanState.PLANNED and plan.kind == PlanKind.RETRY and (plan.not_before or 0) <= now:
+            decisions.submit.append(SubmitDue(plan.pipeline, plan.month, plan.plan_id, "retry"))
+        elif plan.state == PlanState.SUBMITTING:
+            record = months.get((plan.pipeline, plan.month))
+            if record is not None and (record.lease_owner is None or (record.lease_expires_at or 0) < now):
+                decisions.submit.append(SubmitDue(plan.pipeline, plan.month, plan.plan_id, "recover"))
+    for record in ledger.months(states=(MonthState.PLANNED,)):
+        # A plan that needed no batch (every item already answered, or an empty month) still needs its month
+        # accounted for and its outputs rebuilt.
+        root = ledger.plan(record.root_plan_id) if record.root_plan_id is not None else None
+        if root is not None and root.state == PlanState.COLLECTED and root.n_requests == 0:
+            decisions.collect.append(CollectDue(record.pipeline, record.month, root.plan_id, 0))
+            months[(record.pipeline, record.month)] = record
+    decisions.progress = [_progress(ledger, record, open_plans) for record in months.values()]
+    return decisions
+
+
+def _progress(ledger: Ledger, record: StoredMonth, open_plans: Iterable) -> MonthProgress:
+    files = [f for p in open_plans if (p.pipeline, p.month) == (record.pipeline, record.month)
+             for f in ledger.files(plan_id=p.plan_id)]
+    return MonthProgress(
+        record.pipeline, record.month, record.state, record.attempt,
+        completed=sum(f.completed for f in files), failed=sum(f.failed for f in files),
+        total=sum(f.total for f in files), batch_statuses={f.batch_id: f.batch_status or "" for f in files
+                                                           if f.batch_id},
+        queued_files=sum(f.state == FileState.QUEUED for f in files))
+
+
+__all__ = ["CollectDue", "MonthProgress", "Stall", "SubmitDue", "TickDecisions", "advance", "poll"]

@@ -1,0 +1,126 @@
+"""The ledger's per-item half in the warehouse: what each item was submitted as, and where each item stands.
+
+`batch_requests` holds one row per item per plan (its custom_id, body hash, the request file it went out in);
+`batch_outcomes` one row per item per attempt that came back. An item's body hash ties the two: an outcome
+counts for an item only if it answered the body the item has now (new settings, new bodies, new answers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+import duckdb
+import polars as pl
+
+from batch_assets.sources import month_start
+from batch_assets.warehouse.schema import table_exists
+from batch_assets.warehouse.writes import ArrowStream, replace_partition
+
+SUBMITTED = "submitted"  # written to a request file of the plan
+REUSED = "reused"  # an earlier attempt of this month already answered this exact body
+
+ITEM_STATUS_SCHEMA = pl.Schema({
+    "item_id": pl.String,
+    "body_sha256": pl.String,
+    "tries": pl.Int64,  # times this body was put in a request file for this item
+    "last_plan_id": pl.Int64,  # the latest plan that submitted it
+    "outcome": pl.String,  # its best outcome so far (a success wins), null if none came back yet
+    "status_code": pl.Int32,
+    "error_code": pl.String,
+    "outcome_plan_id": pl.Int64,
+    "attempt": pl.Int32,
+    "batch_id": pl.String,
+    "custom_id": pl.String,
+})
+
+
+def succeeded_bodies(con: duckdb.DuckDBPyConnection, pipeline: str, month: date) -> set[tuple[str, str]]:
+    """(item_id, body_sha256) pairs that already have a successful answer this month."""
+    if not table_exists(con, "batch_outcomes"):
+        return set()
+    rows = con.execute(
+        "SELECT DISTINCT item_id, body_sha256 FROM batch_outcomes WHERE pipeline = $p AND month = $m "
+        "AND outcome = 'succeeded' AND body_sha256 IS NOT NULL AND item_id IS NOT NULL",
+        {"p": pipeline, "m": month_start(month)}).fetchall()
+    return {(item_id, body) for item_id, body in rows}
+
+
+def write_plan_items(con: duckdb.DuckDBPyConnection, pipeline: str, month: date, plan_id: int,
+                     items: pl.DataFrame) -> int:
+    """Records a plan's items (columns of `batch_requests` but pipeline/month); replaces that plan's rows."""
+    return replace_partition(con, "batch_requests", month, items.with_columns(pl.lit(plan_id, pl.Int64)
+                                                                              .alias("plan_id")),
+                             pipeline=pipeline, within={"plan_id": [plan_id]})
+
+
+def plan_items(con: duckdb.DuckDBPyConnection, pipeline: str, month: date, plan_ids: Sequence[int], *,
+               file_sha256: str | None = None) -> pl.DataFrame:
+    """The `batch_requests` rows of some plans (of one request file of theirs, if given)."""
+    sql = ("SELECT plan_id, attempt, item_id, custom_id, body_sha256, file_sha256, input_tokens, source "
+           "FROM batch_requests WHERE pipeline = $p AND month = $m AND list_contains($plans, plan_id)")
+    params: dict[str, object] = {"p": pipeline, "m": month_start(month), "plans": list(plan_ids)}
+    if file_sha256 is not None:
+        sql += " AND file_sha256 = $f"
+        params["f"] = file_sha256
+    return pl.DataFrame(con.sql(sql, params=params))
+
+
+def item_status(con: duckdb.DuckDBPyConnection, pipeline: str, month: date, root_plan_id: int,
+                ignored_plan_ids: Sequence[int] = ()) -> pl.DataFrame:
+    """Where each item of the month's current plan stands (``ITEM_STATUS_SCHEMA``), one row per item.
+
+    The month's items are the root plan's (the latest plan a user asked for); their best outcome is the one
+    that answered the body they have now, a success before anything else, then the latest attempt. Plans in
+    `ignored_plan_ids` (replaced before anything of them was submitted) count as no try.
+    """
+    if not table_exists(con, "batch_outcomes"):
+        return ITEM_STATUS_SCHEMA.to_frame()
+    sql = """
+        WITH root AS (
+            SELECT item_id, body_sha256 FROM batch_requests
+            WHERE pipeline = $p AND month = $m AND plan_id = $root
+        ),
+        tries AS (
+            SELECT r.item_id, count(*) AS tries, max(q.plan_id) AS last_plan_id
+            FROM root r JOIN batch_requests q
+              ON q.item_id = r.item_id AND q.body_sha256 = r.body_sha256
+            WHERE q.pipeline = $p AND q.month = $m AND q.source = 'submitted'
+              AND NOT list_contains($ignored, q.plan_id)
+            GROUP BY r.item_id
+        ),
+        outs AS (
+            SELECT o.item_id, o.outcome, o.status_code, o.error_code, o.plan_id, o.attempt, o.batch_id,
+                   o.custom_id,
+                   row_number() OVER (PARTITION BY o.item_id
+                                      ORDER BY (o.outcome = 'succeeded') DESC, o.plan_id DESC) AS rank
+            FROM batch_outcomes o JOIN root r ON o.item_id = r.item_id AND o.body_sha256 = r.body_sha256
+            WHERE o.pipeline = $p AND o.month = $m
+        )
+        SELECT r.item_id, r.body_sha256, coalesce(t.tries, 0) AS tries, t.last_plan_id, o.outcome,
+               o.status_code, o.error_code, o.plan_id AS outcome_plan_id, o.attempt, o.batch_id, o.custom_id
+        FROM root r LEFT JOIN tries t USING (item_id) LEFT JOIN outs o ON o.item_id = r.item_id AND o.rank = 1
+        ORDER BY r.item_id
+    """
+    frame = pl.DataFrame(con.sql(sql, params={"p": pipeline, "m": month_start(month), "root": root_plan_id,
+                                              "ignored": [int(i) for i in ignored_plan_ids]}))
+    return frame.cast(dict(ITEM_STATUS_SCHEMA)) if frame.height else ITEM_STATUS_SCHEMA.to_frame()
+
+
+def mark_final(con: duckdb.DuckDBPyConnection, pipeline: str, month: date, final: pl.DataFrame) -> None:
+    """Sets `batch_outcomes.final`: true on the rows in `final` (columns custom_id, outcome_plan_id), false on
+    every other row of the month."""
+    name = "_batch_assets_final"
+    con.register(name, ArrowStream(final.select("custom_id", "outcome_plan_id")))
+    params = {"p": pipeline, "m": month_start(month)}
+    try:
+        con.begin()
+        con.execute("UPDATE batch_outcomes SET final = false WHERE pipeline = $p AND month = $m", params)
+        con.execute(f"UPDATE batch_outcomes o SET final = true FROM {name} f WHERE o.pipeline = $p "
+                    "AND o.month = $m AND o.custom_id = f.custom_id AND o.plan_id = f.outcome_plan_id", params)
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    finally:
+        con.unregister(name)

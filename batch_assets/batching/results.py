@@ -66,13 +66,16 @@ RESULT_SCHEMA = pl.Schema(
         "response_model": pl.String,  # the model that answered (body.model), succeeded rows
         "prompt_tokens": pl.Int64,  # body.usage.prompt_tokens
         "completion_tokens": pl.Int64,  # chat only; null for embeddings
+        "cached_tokens": pl.Int64,  # chat: usage.prompt_tokens_details.cached_tokens (part of prompt_tokens)
+        "reasoning_tokens": pl.Int64,  # chat: usage.completion_tokens_details.reasoning_tokens (part of completion)
         "finish_reason": pl.String,  # chat: choices[0].finish_reason
         "content": pl.String,  # chat: choices[0].message.content
         "embedding": pl.List(pl.Float32),  # embeddings: data[0].embedding
     }
 )
 USAGE_SCHEMA = pl.Schema(
-    {"response_model": pl.String, "n": pl.Int64, "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64}
+    {"response_model": pl.String, "n": pl.Int64, "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64,
+     "cached_tokens": pl.Int64, "reasoning_tokens": pl.Int64}
 )
 
 # Per-item error codes this module assigns (the Batch API's own are in protocol).
@@ -82,7 +85,8 @@ BATCH_FAILED_CODE = "batch_failed"
 _BODY_ERROR = "error STRUCT(message VARCHAR, type VARCHAR, code VARCHAR)"
 _BODY_TYPES = {
     CHAT_COMPLETIONS_URL: "STRUCT(model VARCHAR, choices STRUCT(message STRUCT(content VARCHAR), "
-    "finish_reason VARCHAR)[], usage STRUCT(prompt_tokens BIGINT, completion_tokens BIGINT), "
+    "finish_reason VARCHAR)[], usage STRUCT(prompt_tokens BIGINT, completion_tokens BIGINT, "
+    "prompt_tokens_details STRUCT(cached_tokens BIGINT), completion_tokens_details STRUCT(reasoning_tokens BIGINT)), "
     f"{_BODY_ERROR})",
     EMBEDDINGS_URL: "STRUCT(model VARCHAR, data STRUCT(embedding FLOAT[])[], "
     f"usage STRUCT(prompt_tokens BIGINT), {_BODY_ERROR})",
@@ -90,11 +94,15 @@ _BODY_TYPES = {
 _ENDPOINT_FIELDS = {
     CHAT_COMPLETIONS_URL: """
         response.body.usage.completion_tokens AS completion_tokens,
+        response.body.usage.prompt_tokens_details.cached_tokens AS cached_tokens,
+        response.body.usage.completion_tokens_details.reasoning_tokens AS reasoning_tokens,
         response.body.choices[1].finish_reason AS finish_reason,
         response.body.choices[1].message.content AS content,
         NULL::FLOAT[] AS embedding""",
     EMBEDDINGS_URL: """
         NULL::BIGINT AS completion_tokens,
+        NULL::BIGINT AS cached_tokens,
+        NULL::BIGINT AS reasoning_tokens,
         NULL::VARCHAR AS finish_reason,
         NULL::VARCHAR AS content,
         response.body.data[1].embedding AS embedding""",
@@ -266,7 +274,9 @@ def usage_totals(df: pl.DataFrame) -> pl.DataFrame:
     """Tokens billed per ``response_model`` over succeeded rows (``USAGE_SCHEMA``), sorted by model.
 
     ``n`` is the number of succeeded requests; token nulls count as 0 (embeddings have no
-    completion tokens, so theirs is 0).
+    completion tokens, so theirs is 0). ``cached_tokens`` are part of ``prompt_tokens`` and
+    ``reasoning_tokens`` part of ``completion_tokens``: price them with
+    :func:`~batch_assets.batching.pricing.actual_cost`, which does not count them twice.
     """
     totals = (
         df.lazy()
@@ -276,6 +286,8 @@ def usage_totals(df: pl.DataFrame) -> pl.DataFrame:
             pl.len().alias("n"),
             pl.col("prompt_tokens").sum(),
             pl.col("completion_tokens").sum(),
+            pl.col("cached_tokens").sum(),
+            pl.col("reasoning_tokens").sum(),
         )
         .sort("response_model", nulls_last=True)
         .collect()

@@ -21,8 +21,22 @@ Model -> encoding (:func:`encoding_name_for_model`):
 Chat requests are counted the way OpenAI bills messages (the OpenAI cookbook "How to count tokens
 with tiktoken" formula, verified there against the API for gpt-3.5/gpt-4/gpt-4o/gpt-4o-mini):
 3 tokens per message, + the tokens of every string value in it (role, content, name),
-+ 1 per ``name``, + 3 priming the assistant reply. Tools and ``response_format`` schemas add
-tokens OpenAI does not document; they are not counted.
++ 1 per ``name``, + 3 priming the assistant reply. On top of that, once per request:
+
+* ``tools`` (:func:`tools_tokens`): the same cookbook's section "Counting tokens for chat completions with
+  tool calls", which the API matched on its example (105 tokens for gpt-3.5-turbo / gpt-4, 101 for
+  gpt-4o / gpt-4o-mini): per function 7 tokens (10 on cl100k models) + ``name:description``, + 3 if it has
+  properties, per property 3 + ``key:type:description`` (one trailing "." dropped), per enum list -3 and
+  3 + its tokens per item, + 12 after the last function. Models the cookbook does not list use the
+  constants of their encoding's family (o200k: gpt-4o's). Nested schemas (``properties`` / ``items`` inside
+  a property), which the cookbook does not cover, add the tokens of their compact JSON.
+* ``response_format`` with a JSON schema (:func:`response_format_tokens`): OpenAI documents no rule. The
+  one public rule (openai-cookbook issue #2140, checked there against the API's reported usage on schemas
+  of several sizes): the tokens of the schema as compact JSON (``JSON.stringify``) after deleting every
+  ``required``, ``additionalProperties`` and ``$schema`` key at any depth, + 9. ``json_object`` and
+  ``text`` formats add nothing.
+
+Both are the same for every request of a file: :func:`chat_overhead_tokens` computes them once.
 """
 
 from __future__ import annotations
@@ -32,13 +46,15 @@ import functools
 import gzip
 import hashlib
 import importlib.resources
+import json
 import os
 import types
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
+import orjson
 import tiktoken
 import tiktoken_ext.openai_public as _openai_public
 
@@ -59,6 +75,30 @@ _O200K_PREFIXES: Final = (
 _CL100K_PREFIXES: Final = (
     "gpt-4", "gpt-3.5", "gpt-35", "text-embedding-3-", "text-embedding-ada-002", "local/",
 )
+
+# response_format JSON schemas: the public rule (module docstring) drops these keys and adds 9 tokens.
+SCHEMA_DROPPED_KEYS: Final = frozenset({"required", "additionalProperties", "$schema"})
+SCHEMA_OVERHEAD_TOKENS: Final = 9
+
+
+class ToolTokenConstants(NamedTuple):
+    """The cookbook's per-model constants for counting function tools."""
+
+    func_init: int
+    prop_init: int
+    prop_key: int
+    enum_init: int
+    enum_item: int
+    func_end: int
+
+
+# gpt-4o / gpt-4o-mini (o200k) and gpt-3.5-turbo / gpt-4 (cl100k), as the cookbook gives them.
+TOOL_TOKEN_CONSTANTS: Final = {
+    O200K_BASE: ToolTokenConstants(7, 3, 3, -3, 3, 12),
+    CL100K_BASE: ToolTokenConstants(10, 3, 3, -3, 3, 12),
+}
+# Keys of a property schema the cookbook's rule reads; any other nested content is counted as compact JSON.
+_PROPERTY_KEYS_COUNTED: Final = frozenset({"type", "description", "enum"})
 
 # Below this many texts per worker, threads cost more than they save.
 _MIN_CHUNK: Final = 2_048
@@ -186,21 +226,120 @@ def _message_strings(message: Mapping[str, Any], where: str) -> tuple[list[str],
     return strings, overhead
 
 
+def _drop_schema_keys(node: Any) -> Any:
+    if isinstance(node, Mapping):
+        return {k: _drop_schema_keys(v) for k, v in node.items() if k not in SCHEMA_DROPPED_KEYS}
+    if isinstance(node, list):
+        return [_drop_schema_keys(v) for v in node]
+    return node
+
+
+def _compact_json(value: Any) -> str:
+    # What JavaScript's JSON.stringify writes: no spaces, non-ASCII kept as is, keys in their order.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def response_format_tokens(response_format: Mapping[str, Any] | None, model: str) -> int:
+    """Input tokens a ``response_format`` adds to a chat request (rule in the module docstring).
+
+    Accepts the chat form ``{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`` and the
+    Responses form ``{"type": "json_schema", "schema": ...}``; ``text`` / ``json_object`` / None add 0.
+    """
+    if response_format is None:
+        return 0
+    if not isinstance(response_format, Mapping):
+        raise ValueError(f"response_format must be a dict, got {type(response_format).__name__}")
+    kind = response_format.get("type")
+    if kind in ("text", "json_object"):
+        return 0
+    if kind != "json_schema":
+        raise ValueError(f"cannot count response_format of type {kind!r}: expected text, json_object or json_schema")
+    spec = response_format.get("json_schema", response_format)
+    schema = spec.get("schema") if isinstance(spec, Mapping) else None
+    if not isinstance(schema, Mapping):
+        raise ValueError("a json_schema response_format needs a 'schema' dict (see json_schema_response_format)")
+    text = _compact_json(_drop_schema_keys(schema))
+    return len(encoding_for_model(model).encode_ordinary(text)) + SCHEMA_OVERHEAD_TOKENS
+
+
+def _without_final_period(text: str) -> str:
+    return text[:-1] if text.endswith(".") else text
+
+
+def tools_tokens(tools: Sequence[Mapping[str, Any]] | None, model: str) -> int:
+    """Input tokens the ``tools`` of a chat request add (the cookbook rule in the module docstring)."""
+    if not tools:
+        return 0
+    encoding = encoding_for_model(model)
+    constants = TOOL_TOKEN_CONSTANTS[encoding.name]
+
+    def count(text: str) -> int:
+        return len(encoding.encode_ordinary(text))
+
+    total = 0
+    for i, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, Mapping) else None
+        if not isinstance(tool, Mapping) or tool.get("type") != "function" or not isinstance(function, Mapping):
+            raise ValueError(f"tool {i}: only {{'type': 'function', 'function': {{...}}}} tools can be counted")
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"tool {i}: a function needs a 'name'")
+        description = _without_final_period(str(function.get("description") or ""))
+        total += constants.func_init + count(f"{name}:{description}")
+        parameters = function.get("parameters") or {}
+        properties = (parameters.get("properties") or {}) if isinstance(parameters, Mapping) else {}
+        if properties:
+            total += constants.prop_init
+            for key, prop in properties.items():
+                prop = prop if isinstance(prop, Mapping) else {}
+                total += constants.prop_key
+                if "enum" in prop:
+                    total += constants.enum_init
+                    for item in prop["enum"]:
+                        total += constants.enum_item + count(item if isinstance(item, str) else _compact_json(item))
+                kind = prop.get("type", "")
+                kind = kind if isinstance(kind, str) else ",".join(map(str, kind))
+                total += count(f"{key}:{kind}:{_without_final_period(str(prop.get('description') or ''))}")
+                nested = {k: v for k, v in prop.items() if k not in _PROPERTY_KEYS_COUNTED}
+                if nested:  # beyond the cookbook's example: an estimate
+                    total += count(_compact_json(_drop_schema_keys(nested)))
+    return total + constants.func_end
+
+
+def chat_overhead_tokens(
+    model: str, *, response_format: Mapping[str, Any] | None = None, tools: Sequence[Mapping[str, Any]] | None = None
+) -> int:
+    """Input tokens a chat request pays on top of its messages: its ``response_format`` schema and its tools.
+
+    The same for every request that shares them: compute it once per file, not per request.
+    """
+    return response_format_tokens(response_format, model) + tools_tokens(tools, model)
+
+
 def count_chat_tokens(
-    messages_list: Sequence[Sequence[Mapping[str, Any]]], model: str, *, num_threads: int | None = None
+    messages_list: Sequence[Sequence[Mapping[str, Any]]],
+    model: str,
+    *,
+    num_threads: int | None = None,
+    response_format: Mapping[str, Any] | None = None,
+    tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[int]:
     """Prompt tokens of each conversation, by the cookbook formula (see the module docstring).
 
     Vectorised: every distinct string across all conversations is encoded once, in parallel
-    (a system prompt shared by a million requests is tokenized once).
+    (a system prompt shared by a million requests is tokenized once). ``response_format`` and ``tools``,
+    shared by every conversation, add :func:`chat_overhead_tokens` (counted once) to each.
     """
+    request_overhead = 0
+    if response_format is not None or tools:
+        request_overhead = chat_overhead_tokens(model, response_format=response_format, tools=tools)
     index: dict[str, int] = {}
     owners: list[list[int]] = []
     totals: list[int] = []
     for i, messages in enumerate(messages_list):
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
             raise ValueError(f"conversation {i}: expected a list of message dicts")
-        total = REPLY_PRIMING_TOKENS
+        total = REPLY_PRIMING_TOKENS + request_overhead
         ids: list[int] = []
         for j, message in enumerate(messages):
             strings, overhead = _message_strings(message, f"conversation {i}, message {j}")
@@ -233,7 +372,8 @@ def count_request_tokens(
     """Input tokens of each request body for one endpoint; each body's own ``model`` picks the encoding.
 
     Embeddings: the tokens of ``input`` (str, list of str, or token ids). Chat completions: the
-    message formula. Bodies of several models are grouped and counted per model.
+    message formula, plus each body's ``response_format`` schema and ``tools`` (counted once per distinct
+    value). Bodies of several models are grouped and counted per model.
     """
     if url not in SUPPORTED_URLS:
         raise ValueError(f"unsupported endpoint {url!r}; supported: {', '.join(SUPPORTED_URLS)}")
@@ -250,12 +390,30 @@ def count_request_tokens(
                 raise ValueError("a chat completions body has no 'messages'")
             counts = count_chat_tokens([bodies[i]["messages"] for i in positions], model,
                                        num_threads=num_threads)
+            counts = [c + o for c, o in zip(counts, _chat_overheads([bodies[i] for i in positions], model),
+                                            strict=True)]
         else:
             assert url == EMBEDDINGS_URL
             counts = _count_embedding_inputs([bodies[i] for i in positions], model, num_threads)
         for i, c in zip(positions, counts, strict=True):
             result[i] = c
     return result
+
+
+def _chat_overheads(bodies: Sequence[Mapping[str, Any]], model: str) -> list[int]:
+    """:func:`chat_overhead_tokens` of each body, computed once per distinct (response_format, tools)."""
+    by_key: dict[bytes, int] = {}
+    overheads = []
+    for body in bodies:
+        response_format, tools = body.get("response_format"), body.get("tools")
+        if response_format is None and not tools:
+            overheads.append(0)
+            continue
+        key = orjson.dumps([response_format, tools])
+        if key not in by_key:
+            by_key[key] = chat_overhead_tokens(model, response_format=response_format, tools=tools)
+        overheads.append(by_key[key])
+    return overheads
 
 
 def _count_embedding_inputs(

@@ -25,12 +25,19 @@ from batch_assets.batching.results import (
 
 
 def chat_ok(cid: str, content: str = "ok", *, model: str = "gpt-4o-mini-2024-07-18",
-            prompt: int = 10, completion: int = 2, finish: str = "stop") -> dict:
+            prompt: int = 10, completion: int = 2, finish: str = "stop",
+            cached: int | None = None, reasoning: int | None = None) -> dict:
+    usage: dict = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    if cached is not None:  # the API's own shape (audio_tokens beside it)
+        usage["prompt_tokens_details"] = {"cached_tokens": cached, "audio_tokens": 0}
+    if reasoning is not None:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning, "audio_tokens": 0,
+                                              "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
     body = {
         "id": f"chatcmpl-{cid}", "object": "chat.completion", "created": 1, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None},
                      "logprobs": None, "finish_reason": finish}],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+        "usage": usage,
     }
     return {"id": f"batch_req_{cid}", "custom_id": cid,
             "response": {"status_code": 200, "request_id": f"req_{cid}", "body": body}, "error": None}
@@ -92,6 +99,7 @@ def test_chat_successes_and_http_errors_join_on_custom_id(tmp_path: Path) -> Non
     assert rows["r3"] == {
         "custom_id": "r3", "outcome": "succeeded", "status_code": 200, "error_code": None, "error_message": None,
         "response_model": "gpt-4o-mini-2024-07-18", "prompt_tokens": 13, "completion_tokens": 2,
+        "cached_tokens": None, "reasoning_tokens": None,
         "finish_reason": "stop", "content": "answer 3", "embedding": None,
     }
     assert (rows["r5"]["outcome"], rows["r5"]["status_code"], rows["r5"]["error_code"]) == (
@@ -116,7 +124,8 @@ def test_embeddings_vectors_and_usage(tmp_path: Path) -> None:
         assert by_id(df)[cid]["embedding"] == pytest.approx(vec, rel=1e-6)
     assert df["completion_tokens"].null_count() == 4  # embeddings have no completion tokens
     assert df["content"].null_count() == 4
-    assert usage_totals(df).rows() == [("text-embedding-3-small", 4, 12, 0)]
+    assert df["cached_tokens"].null_count() == df["reasoning_tokens"].null_count() == 4
+    assert usage_totals(df).rows() == [("text-embedding-3-small", 4, 12, 0, 0, 0)]
 
 
 def test_all_failed_batch_has_no_output_file(tmp_path: Path) -> None:
@@ -257,9 +266,26 @@ def test_summary_and_usage_totals_per_model(tmp_path: Path) -> None:
     assert summarize_outcomes(df) == {"succeeded": 3, "http_error": 1, "expired": 2, "cancelled": 0, "missing": 0}
     usage = usage_totals(df)
     assert usage.schema == USAGE_SCHEMA
-    assert usage.rows() == [("m1", 2, 30, 3), ("m2", 1, 5, 7)]
+    assert usage.rows() == [("m1", 2, 30, 3, 0, 0), ("m2", 1, 5, 7, 0, 0)]
     assert usage_totals(df.clear()).schema == USAGE_SCHEMA
     assert summarize_outcomes(df.clear()) == dict.fromkeys(OUTCOMES, 0)
+
+
+def test_cached_and_reasoning_tokens_are_read_and_summed(tmp_path: Path) -> None:
+    output = write_jsonl(tmp_path / "out.jsonl", [
+        chat_ok("a", model="o4-mini", prompt=2_000, completion=700, cached=1_024, reasoning=640),
+        chat_ok("b", model="o4-mini", prompt=1_500, completion=300, cached=0, reasoning=256),
+        chat_ok("c", model="o4-mini", prompt=100, completion=5),  # details absent: null, not 0
+    ])
+    rows = by_id(parse(CHAT_COMPLETIONS_URL, ["a", "b", "c", "d"], output, None))
+
+    assert (rows["a"]["cached_tokens"], rows["a"]["reasoning_tokens"]) == (1_024, 640)
+    assert (rows["b"]["cached_tokens"], rows["b"]["reasoning_tokens"]) == (0, 256)
+    assert (rows["c"]["cached_tokens"], rows["c"]["reasoning_tokens"]) == (None, None)
+    assert rows["d"]["outcome"] == "missing" and rows["d"]["cached_tokens"] is None
+    # totals over succeeded rows; cached/reasoning stay inside prompt/completion, never added to them
+    assert usage_totals(pl.DataFrame(list(rows.values()), schema=RESULT_SCHEMA)).rows() == [
+        ("o4-mini", 3, 3_600, 1_005, 1_024, 896)]
 
 
 def test_one_row_per_id_with_repeats_strangers_and_gaps_together(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import tiktoken_ext.openai_public as openai_public
 
 from batch_assets.batching import tokens as T
 from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL
+from batch_assets.batching.requests import json_schema_response_format, label_schema
 
 # The OpenAI cookbook "How to count tokens with tiktoken" example conversation. The cookbook shows
 # the OpenAI API reporting 129 prompt tokens for gpt-3.5-turbo / gpt-4 and 124 for gpt-4o /
@@ -160,3 +161,129 @@ def test_count_request_tokens_rejects_bad_input() -> None:
         T.count_request_tokens(CHAT_COMPLETIONS_URL, [{"model": "gpt-4o"}])
     with pytest.raises(ValueError, match="'input'"):
         T.count_request_tokens(EMBEDDINGS_URL, [{"model": "text-embedding-3-small", "input": []}])
+
+
+# -- what a chat request pays on top of its messages ------------------------------------------------------
+# The cookbook's function-calling example ("Counting tokens for chat completions with tool calls"): the API
+# reported 105 prompt tokens for gpt-3.5-turbo / gpt-4 and 101 for gpt-4o / gpt-4o-mini.
+COOKBOOK_TOOLS = [{
+    "type": "function",
+    "function": {
+        "name": "get_current_weather",
+        "description": "Get the current weather in a given location",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
+                "unit": {"type": "string", "description": "The unit of temperature to return",
+                         "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["location"],
+        },
+    },
+}]
+COOKBOOK_TOOL_MESSAGES = [
+    {"role": "system", "content": "You are a helpful assistant that can answer to questions about the weather."},
+    {"role": "user", "content": "What's the weather like in San Francisco?"},
+]
+SENTIMENT_FORMAT = json_schema_response_format("sentiment", label_schema(["positive", "negative", "neutral"]))
+
+
+@pytest.mark.parametrize(("model", "expected"), [("gpt-3.5-turbo", 105), ("gpt-4", 105), ("gpt-4o", 101),
+                                                 ("gpt-4o-mini", 101)])
+def test_tools_are_counted_as_the_cookbook_example_measured(model: str, expected: int) -> None:
+    assert T.count_chat_tokens([COOKBOOK_TOOL_MESSAGES], model, tools=COOKBOOK_TOOLS) == [expected]
+    body = {"model": model, "messages": COOKBOOK_TOOL_MESSAGES, "tools": COOKBOOK_TOOLS}
+    assert T.count_request_tokens(CHAT_COMPLETIONS_URL, [body]) == [expected]
+    # without the tools the messages alone are a third of it
+    assert T.count_chat_tokens([COOKBOOK_TOOL_MESSAGES], model)[0] < expected / 2
+
+
+def test_tool_rule_parts() -> None:
+    enc = T.get_encoding("o200k_base")
+
+    def n(text: str) -> int:
+        return len(enc.encode_ordinary(text))
+
+    bare = [{"type": "function", "function": {"name": "ping", "description": "Ping."}}]
+    assert T.tools_tokens(bare, "gpt-4o") == 7 + n("ping:Ping") + 12  # one trailing "." dropped
+    assert T.tools_tokens(bare, "gpt-4") == 10 + len(T.get_encoding("cl100k_base").encode_ordinary("ping:Ping")) + 12
+    assert T.tools_tokens(bare * 2, "gpt-4o") == 2 * (7 + n("ping:Ping")) + 12  # the end is counted once
+    nested = [{"type": "function", "function": {"name": "f", "description": "", "parameters": {
+        "type": "object", "properties": {"tags": {"type": "array", "description": "d", "items": {"type": "string"}}}}}}]
+    nested_json = n('{"items":{"type":"string"}}')  # beyond the cookbook: nested schema as compact JSON
+    assert T.tools_tokens(nested, "gpt-4o") == 7 + n("f:") + 3 + 3 + n("tags:array:d") + nested_json + 12
+    assert T.tools_tokens(None, "gpt-4o") == T.tools_tokens([], "gpt-4o") == 0
+    assert T.tools_tokens(bare, "gpt-5-mini") == T.tools_tokens(bare, "gpt-4o")  # o200k family constants
+
+
+def test_tools_that_cannot_be_counted_are_refused() -> None:
+    with pytest.raises(ValueError, match="tool 0: only .*function"):
+        T.tools_tokens([{"type": "custom", "custom": {"name": "x"}}], "gpt-4o")
+    with pytest.raises(ValueError, match="needs a 'name'"):
+        T.tools_tokens([{"type": "function", "function": {"description": "x"}}], "gpt-4o")
+
+
+def test_response_format_schema_overhead_is_counted() -> None:
+    enc = T.get_encoding("o200k_base")
+    # The rule: the schema as compact JSON without required / additionalProperties, + 9.
+    compact = '{"type":"object","properties":{"label":{"type":"string","enum":["positive","negative","neutral"]}}}'
+    overhead = len(enc.encode_ordinary(compact)) + 9
+    assert overhead == 32
+    assert T.response_format_tokens(SENTIMENT_FORMAT, "gpt-4o-mini") == overhead
+    messages = [{"role": "system", "content": "Label the review."}, {"role": "user", "content": "Review: great"}]
+    plain = T.count_chat_tokens([messages, messages], "gpt-4o-mini")
+    assert T.count_chat_tokens([messages, messages], "gpt-4o-mini", response_format=SENTIMENT_FORMAT) == [
+        plain[0] + overhead, plain[1] + overhead]
+    body = {"model": "gpt-4o-mini", "messages": messages, "response_format": SENTIMENT_FORMAT}
+    assert T.count_request_tokens(CHAT_COMPLETIONS_URL, [body, {**body, "response_format": None}]) == [
+        plain[0] + overhead, plain[0]]
+
+
+def test_schema_rule_drops_keys_at_every_depth_and_accepts_both_shapes() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "string"}},
+                                                     "required": ["b"], "additionalProperties": False}},
+              "required": ["a"], "additionalProperties": False, "$schema": "http://json-schema.org/draft-07/schema#"}
+    stripped = {"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "string"}}}}}
+    chat = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": True}}
+    responses = {"type": "json_schema", "name": "x", "schema": schema}
+    expected = len(T.get_encoding("o200k_base").encode_ordinary(
+        '{"type":"object","properties":{"a":{"type":"object","properties":{"b":{"type":"string"}}}}}')) + 9
+    assert T.response_format_tokens(chat, "gpt-4.1") == T.response_format_tokens(responses, "gpt-4.1") == expected
+    assert T.response_format_tokens({"type": "json_schema", "json_schema": {"schema": stripped}}, "gpt-4.1") == expected
+
+
+def test_formats_without_a_schema_add_nothing_and_bad_ones_are_refused() -> None:
+    assert T.response_format_tokens(None, "gpt-4o") == 0
+    assert T.response_format_tokens({"type": "text"}, "gpt-4o") == 0
+    assert T.response_format_tokens({"type": "json_object"}, "gpt-4o") == 0
+    with pytest.raises(ValueError, match="type 'xml'"):
+        T.response_format_tokens({"type": "xml"}, "gpt-4o")
+    with pytest.raises(ValueError, match="needs a 'schema'"):
+        T.response_format_tokens({"type": "json_schema", "json_schema": {"name": "x"}}, "gpt-4o")
+
+
+def test_overhead_is_counted_once_per_distinct_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    real = T.chat_overhead_tokens
+
+    def counting(model: str, **kwargs: object) -> int:
+        calls.append(model)
+        return real(model, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(T, "chat_overhead_tokens", counting)
+    messages = [{"role": "user", "content": "hi"}]
+    bodies = [{"model": "gpt-4o-mini", "messages": messages, "response_format": dict(SENTIMENT_FORMAT)}
+              for _ in range(1_000)]
+    counts = T.count_request_tokens(CHAT_COMPLETIONS_URL, bodies)
+    assert len(set(counts)) == 1 and len(calls) == 1
+    T.count_chat_tokens([messages] * 1_000, "gpt-4o-mini", response_format=SENTIMENT_FORMAT, tools=COOKBOOK_TOOLS)
+    assert len(calls) == 2
+
+
+def test_names_are_counted() -> None:
+    with_name = [{"role": "user", "name": "example_user", "content": "hello world"}]
+    without = [{"role": "user", "content": "hello world"}]
+    name_tokens = len(T.get_encoding("o200k_base").encode_ordinary("example_user"))
+    assert T.count_chat_tokens([with_name], "gpt-4o")[0] == (
+        T.count_chat_tokens([without], "gpt-4o")[0] + name_tokens + 1)

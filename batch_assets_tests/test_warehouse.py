@@ -45,6 +45,8 @@ def costs(batch_ids: list[str], usd: float = 1.0) -> pl.DataFrame:
             "requests": [10] * n,
             "prompt_tokens": [100] * n,
             "completion_tokens": [5] * n,
+            "cached_tokens": [0] * n,
+            "reasoning_tokens": [0] * n,
             "batch_usd": [usd] * n,
             "standard_usd": [2 * usd] * n,
             "saving_usd": [usd] * n,

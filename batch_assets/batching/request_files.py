@@ -385,7 +385,8 @@ def prepare_chat_requests(
     def generate() -> Iterator[PreparedRequest]:
         for start in range(0, len(messages_list), _PREPARE_CHUNK):
             chunk = messages_list[start : start + _PREPARE_CHUNK]
-            counts = count_chat_tokens(chunk, model, num_threads=num_threads)
+            counts = count_chat_tokens(chunk, model, num_threads=num_threads,
+                                       response_format=params.get("response_format"), tools=params.get("tools"))
             for item_id, cid, messages, tokens in zip(ids[start : start + _PREPARE_CHUNK],
                                                       custom_ids[start : start + _PREPARE_CHUNK], chunk, counts,
                                                       strict=True):

@@ -44,7 +44,8 @@ from batch_assets.pipelines.spec import SubmissionSettings
 from batch_assets.warehouse.items import SUBMITTED, item_status, mark_final, plan_items, write_plan_items
 
 OUTCOME_COLUMNS = ("custom_id", "item_id", "attempt", "batch_id", "outcome", "status_code", "error_code",
-                   "error_message", "response_model", "prompt_tokens", "completion_tokens", "plan_id", "body_sha256")
+                   "error_message", "response_model", "prompt_tokens", "completion_tokens", "cached_tokens",
+                   "reasoning_tokens", "plan_id", "body_sha256")
 
 
 @dataclass(frozen=True)
@@ -185,8 +186,10 @@ def _costs(parsed: pl.DataFrame, batch_id: str, requested_model: str) -> tuple[p
     for usage in usage_totals(parsed).iter_rows(named=True):
         model = usage["response_model"] or requested_model
         prompt, completion = int(usage["prompt_tokens"] or 0), int(usage["completion_tokens"] or 0)
-        cost = actual_cost(model, prompt, completion)
-        equivalent = actual_cost(requested_model, prompt, completion)
+        cached, reasoning = int(usage["cached_tokens"] or 0), int(usage["reasoning_tokens"] or 0)
+        cost = actual_cost(model, prompt, completion, cached_tokens=cached, reasoning_tokens=reasoning)
+        equivalent = actual_cost(requested_model, prompt, completion, cached_tokens=cached,
+                                 reasoning_tokens=reasoning)
         if cost is not None:
             actual_total += cost
         if equivalent is None:
@@ -194,13 +197,14 @@ def _costs(parsed: pl.DataFrame, batch_id: str, requested_model: str) -> tuple[p
         else:
             equivalent_total += equivalent
         rows.append({"batch_id": batch_id, "model": model, "requests": int(usage["n"]), "prompt_tokens": prompt,
-                     "completion_tokens": completion, "batch_usd": cost.batch_usd if cost else None,
+                     "completion_tokens": completion, "cached_tokens": cached, "reasoning_tokens": reasoning,
+                     "batch_usd": cost.batch_usd if cost else None,
                      "standard_usd": cost.standard_usd if cost else None,
                      "saving_usd": cost.saving_usd if cost else None})
     frame = pl.DataFrame(rows, schema={
         "batch_id": pl.String, "model": pl.String, "requests": pl.Int64, "prompt_tokens": pl.Int64,
-        "completion_tokens": pl.Int64, "batch_usd": pl.Float64, "standard_usd": pl.Float64,
-        "saving_usd": pl.Float64})
+        "completion_tokens": pl.Int64, "cached_tokens": pl.Int64, "reasoning_tokens": pl.Int64,
+        "batch_usd": pl.Float64, "standard_usd": pl.Float64, "saving_usd": pl.Float64})
     return frame, actual_total, equivalent_total if equivalent_known else None
 
 
@@ -217,7 +221,8 @@ def _cancel_unsubmitted(ledger: Ledger, con: duckdb.DuckDBPyConnection, plan: St
             pl.lit(BATCH_CANCELLED_CODE).alias("error_code"),
             pl.lit("cancelled by the user before it was submitted").alias("error_message"),
             pl.lit(None, pl.String).alias("response_model"), pl.lit(None, pl.Int64).alias("prompt_tokens"),
-            pl.lit(None, pl.Int64).alias("completion_tokens"), "plan_id", "body_sha256",
+            pl.lit(None, pl.Int64).alias("completion_tokens"), pl.lit(None, pl.Int64).alias("cached_tokens"),
+            pl.lit(None, pl.Int64).alias("reasoning_tokens"), "plan_id", "body_sha256",
             pl.lit(False).alias("final"))
         warehouse.replace_partition(con, "batch_outcomes", month, rows, pipeline=plan.pipeline,
                                     within={"plan_id": [plan.plan_id], "custom_id": rows["custom_id"].to_list()})

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import polars as pl
 
+from batch_assets.batching.results import RESULT_SCHEMA
 from batch_assets.pipelines.accounting import ItemState
 from batch_assets.pipelines.plan import item_frame
 from batch_assets.pipelines.spec import PipelineSpec, SubmissionSettings
 
-PAYLOAD_COLUMNS = ("custom_id", "outcome", "status_code", "error_code", "error_message", "response_model",
-                   "prompt_tokens", "completion_tokens", "finish_reason", "content", "embedding")
+PAYLOAD_COLUMNS = tuple(RESULT_SCHEMA)
 
 
 class MissingResultsError(RuntimeError):
@@ -35,12 +35,9 @@ def success_payloads(classified: pl.DataFrame, results_dir: Path) -> pl.DataFram
             wanted.lazy().select("custom_id", "item_id", "attempt"), on="custom_id", how="inner")
         frames.append(payload.with_columns(pl.lit(batch_id).alias("batch_id")).collect())
     if not frames:
-        return pl.DataFrame(schema={"custom_id": pl.String, "outcome": pl.String, "status_code": pl.Int32,
-                                    "error_code": pl.String, "error_message": pl.String,
-                                    "response_model": pl.String, "prompt_tokens": pl.Int64,
-                                    "completion_tokens": pl.Int64, "finish_reason": pl.String,
-                                    "content": pl.String, "embedding": pl.List(pl.Float32),
-                                    "item_id": pl.String, "attempt": pl.Int32, "batch_id": pl.String})
+        return RESULT_SCHEMA.to_frame().with_columns(pl.lit(None, pl.String).alias("item_id"),
+                                                     pl.lit(None, pl.Int32).alias("attempt"),
+                                                     pl.lit(None, pl.String).alias("batch_id"))
     return pl.concat(frames, how="vertical_relaxed")
 
 

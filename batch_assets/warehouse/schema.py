@@ -97,6 +97,8 @@ TABLES: dict[str, dict[str, str]] = {
         "response_model": "VARCHAR",
         "prompt_tokens": "BIGINT",
         "completion_tokens": "BIGINT",
+        "cached_tokens": "BIGINT",
+        "reasoning_tokens": "BIGINT",
         "plan_id": "BIGINT",
         "body_sha256": "VARCHAR",
         "final": "BOOLEAN",  # this row is the item's final outcome (exactly one per item once the month is done)
@@ -109,6 +111,8 @@ TABLES: dict[str, dict[str, str]] = {
         "requests": "BIGINT",
         "prompt_tokens": "BIGINT",
         "completion_tokens": "BIGINT",
+        "cached_tokens": "BIGINT",  # of prompt_tokens, served from the provider's prompt cache (cheaper)
+        "reasoning_tokens": "BIGINT",  # of completion_tokens, spent reasoning (billed as output)
         "batch_usd": "DOUBLE",
         "standard_usd": "DOUBLE",
         "saving_usd": "DOUBLE",

@@ -49,6 +49,9 @@ def settings_config_class(spec: PipelineSpec, platform: PlatformSettings) -> typ
             temperature=(float | None, pydantic.Field(default=d.temperature)),
             seed=(int | None, pydantic.Field(default=d.seed)),
         )
+    if d.labels:
+        fields["labels"] = (list[str], pydantic.Field(default=list(d.labels), min_length=1,
+                                                      description="the labels the model may answer"))
     # Per-file limits: OpenAI's by default; lower them for providers that need it, or set a token budget.
     fields.update(
         max_requests_per_file=(int, pydantic.Field(default=MAX_REQUESTS_PER_FILE, ge=1)),
@@ -74,6 +77,8 @@ _RETRY_FIELDS = ("max_attempts", "retry_delay_seconds", "max_failure_share")
 def to_submission_settings(spec: PipelineSpec, config: dg.Config) -> SubmissionSettings:
     values = config.model_dump()
     pipeline = {k: v for k, v in values.items() if k not in _LIMIT_FIELDS + _RETRY_FIELDS}
+    if "labels" in pipeline:
+        pipeline["labels"] = tuple(pipeline["labels"])
     limits = BatchLimits(max_requests_per_file=values["max_requests_per_file"],
                          max_bytes_per_file=values["max_file_bytes"],
                          max_tokens_per_file=values["max_tokens_per_file"])
@@ -167,7 +172,7 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
             "attempt": record.attempt if record else 0,
             "month_state": record.state.value if record else "not submitted"})
 
-    results_checks = [
+    accounting_checks = [
         dg.AssetCheckSpec(ACCOUNTED_CHECK, asset=spec.results_asset, partitions_def=partitions_def,
                           description="Every item of the month is accounted for: succeeded, in flight, to be "
                                       "retried or failed for good (ERROR when any is not)."),
@@ -177,7 +182,7 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
     ]
 
     @dg.asset(name=spec.results_asset, deps=[spec.batches_asset], kinds={"openai", "duckdb", "polars"},
-              pool=DUCKDB_POOL, output_required=False, check_specs=results_checks,
+              pool=DUCKDB_POOL, output_required=False,
               description=f"{spec.name}: downloads every ended batch's output and error files (streamed), records "
                           "one outcome per item and attempt (table batch_outcomes) and the actual tokens and cost "
                           "per batch (table batch_costs), then accounts for every item and plans the retry of "
@@ -185,7 +190,7 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
                           "launches it when they end.",
               metadata={"dagster/column_schema": table_schema("batch_outcomes")}, **common)
     def results(context: dg.AssetExecutionContext, batch_api: BatchAPIResource, warehouse_db: WarehouseResource,
-                ledger: LedgerResource) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+                ledger: LedgerResource) -> Iterator[dg.MaterializeResult]:
         month = partition_month(context)
         with warehouse_db.connect() as con, ledger.open() as led:
             source = warehouse.read_table(con, spec.source, month)
@@ -210,7 +215,23 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
             "completion_tokens": sum(b.completion_tokens for b in collected.collected),
             **_cost_metadata("actual", actual), **_cost_metadata("openai_equivalent", equivalent),
             "retry_attempt": collected.retry_plan.attempt if collected.retry_plan else 0})
-        yield from _check_results(collected.report)
+
+    # A check of its own (not a check spec of the results asset): it is skipped with the asset while batches
+    # run, and a user can run it on any month from the UI.
+    @dg.multi_asset_check(specs=accounting_checks, name=f"{spec.name}_accounting", pool=DUCKDB_POOL,
+                          can_subset=True)
+    def accounting(context: dg.AssetCheckExecutionContext, warehouse_db: WarehouseResource,
+                   ledger: LedgerResource) -> Iterator[dg.AssetCheckResult]:
+        month = partition_month(context)
+        with warehouse_db.connect() as con, ledger.open() as led:
+            source = warehouse.read_table(con, spec.source, month)
+            current = month_report(led, con, spec.name, month, source_item_ids=source[spec.item_id_column])
+        if current.report is None:
+            raise dg.Failure(f"{spec.results_asset} {month:%Y-%m}: {current.message}")
+        for result in _check_results(current.report):
+            if dg.AssetCheckKey(dg.AssetKey(spec.results_asset), result.check_name or "") in \
+                    context.selected_asset_check_keys:
+                yield result
 
     check_specs = [dg.AssetCheckSpec(check.name, asset=spec.output_table, description=check.description,
                                      partitions_def=partitions_def)  # one result per month, not one overall
@@ -251,7 +272,7 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
                                 f"{platform.stall_after_hours:g} h (BATCH_ASSETS_STALL_AFTER_HOURS); the batch "
                                 "sensor also reports stalls here.")
     def progressing(context: dg.AssetCheckExecutionContext, ledger: LedgerResource) -> dg.AssetCheckResult:
-        month = month_key(partition_month(context))  # type: ignore[arg-type]
+        month = month_key(partition_month(context))
         with ledger.open() as led:
             running = led.files(pipeline=spec.name, month=month, states=(FileState.SUBMITTED,))
         now = time.time()
@@ -277,4 +298,4 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
             description=f"{spec.name}: submit the month's planned attempt (the batch sensor launches it for "
                         "retries; it also finishes a submission a crashed run left half done)."),
     }
-    return [requests, batches, results, output], [progressing], jobs
+    return [requests, batches, results, output], [progressing, accounting], jobs

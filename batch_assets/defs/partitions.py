@@ -13,5 +13,5 @@ def monthly_partitions(settings: PlatformSettings) -> dg.MonthlyPartitionsDefini
     return dg.MonthlyPartitionsDefinition(start_date=settings.first_month)
 
 
-def partition_month(context: dg.AssetExecutionContext) -> date:
+def partition_month(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> date:
     return date.fromisoformat(context.partition_key)

@@ -77,6 +77,7 @@ class LocalBatchAPI:
         self.store = StateStore(self.config.state_dir)
         self.token = token
         self._calls = 0
+        self._creates = 0
         self._calls_lock = threading.Lock()
         self._models: LocalModels | None = None
         self._routes: list[tuple[str, re.Pattern[str], Callable[..., ApiResponse]]] = [
@@ -215,6 +216,12 @@ class LocalBatchAPI:
             settings=self.config.batch_settings(),
         )
         self._ensure_worker()
+        with self._calls_lock:
+            self._creates += 1
+            lose = self._creates <= self.config.faults.lost_create_responses
+        if lose:  # the batch exists, but its creator never hears of it: the client must not create it again
+            raise ApiError(502, "Injected 502 after the batch was created (local engine fault injection).",
+                           type_="server_error")
         return _json(batch_row_to_api(row))
 
     def _ensure_worker(self) -> None:

@@ -24,6 +24,7 @@ class FaultConfig:
     item_delay_seconds: float = 0.0  # slow processing: sleep before each item
     api_error_first_n: int = 0  # answer the first N API calls of an engine with api_error_status
     api_error_status: int = 429
+    lost_create_responses: int = 0  # the first N batch creates go through, then answer 502 (response lost)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.item_failure_rate <= 1.0:
@@ -87,6 +88,7 @@ class EngineConfig:
             item_delay_seconds=number("BATCH_ASSETS_LOCAL_ITEM_DELAY_SECONDS", float, 0.0),
             api_error_first_n=number("BATCH_ASSETS_LOCAL_API_ERRORS_FIRST_N", int, 0),
             api_error_status=number("BATCH_ASSETS_LOCAL_API_ERROR_STATUS", int, 429),
+            lost_create_responses=number("BATCH_ASSETS_LOCAL_LOSE_CREATE_RESPONSES", int, 0),
         )
         return cls(
             state_dir=Path(env.get("BATCH_ASSETS_LOCAL_STATE_DIR") or DEFAULT_STATE_DIR),

@@ -48,6 +48,10 @@ OUTCOME_COLUMNS = ("custom_id", "item_id", "attempt", "batch_id", "outcome", "st
                    "reasoning_tokens", "plan_id", "body_sha256")
 
 
+class CollectError(RuntimeError):
+    """Collecting could not finish; the message says what to do. Nothing collected so far is lost."""
+
+
 @dataclass(frozen=True)
 class BatchCollected:
     batch_id: str
@@ -144,7 +148,13 @@ def _collect_batch(client: BatchClient, ledger: Ledger, con: duckdb.DuckDBPyConn
         for kind, file_id in (("output", batch.output_file_id), ("error", batch.error_file_id)):
             if file_id:
                 paths[kind] = work_dir / f"{batch.id}_{kind}.jsonl"
-                client.download(file_id, paths[kind])
+                try:
+                    client.download(file_id, paths[kind])
+                except OSError as exc:
+                    raise CollectError(
+                        f"could not save the {kind} file of batch {batch.id} to {work_dir} ({exc}): nothing was "
+                        "lost, the results stay at the provider. Free some space (or fix the folder) and launch "
+                        f"{stored.pipeline}_collect for {stored.month[:7]} again") from exc
         expected = plan_items(con, stored.pipeline, month, [plan.plan_id], file_sha256=stored.sha256)
         first_error = (batch.errors.data or [None])[0] if batch.errors else None
         parsed = parse_batch_results(
@@ -309,8 +319,8 @@ def _lines_as_submitted(ledger: Ledger, last: pl.DataFrame) -> Iterator[Prepared
     request files they went out in; their bodies hash the same, so their answers count for the same items."""
     wanted = {(row[0], row[1]): (row[2], row[3]) for row in last.select(
         "plan_id", "custom_id", "item_id", "input_tokens").iter_rows()}
-    for (plan_id, file_sha), _ in last.group_by("plan_id", "file_sha256").len().sort("plan_id", "file_sha256"
-                                                                                      ).iter_rows():
+    for plan_id, file_sha in last.select("plan_id", "file_sha256").unique().sort("plan_id", "file_sha256"
+                                                                                   ).iter_rows():
         stored = ledger.file(plan_id, file_sha)
         if stored is None:
             raise ValueError(f"request file {file_sha} of plan {plan_id} is not in the ledger")

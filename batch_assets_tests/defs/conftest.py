@@ -25,6 +25,7 @@ class Platform:
     settings: PlatformSettings
     cursor: str | None = None
     collect_runs: list[dg.ExecuteInProcessResult] = field(default_factory=list)
+    sensor_events: list[object] = field(default_factory=list)  # observations and check evaluations, every tick
 
     def run_job(self, name: str, partition: str = MONTH, **kwargs: object) -> dg.ExecuteInProcessResult:
         result = self.defs.resolve_job_def(name).execute_in_process(partition_key=partition, instance=self.instance,
@@ -39,7 +40,18 @@ class Platform:
                                                      "ledger": self.defs.resources["ledger"]})
         result = sensor(context)
         self.cursor = result.cursor
+        self.sensor_events += result.asset_events or []
         return result
+
+    def month_states(self, pipeline: str) -> list[str]:
+        """The month states the sensor reported for a pipeline, in order, repeats collapsed."""
+        states: list[str] = []
+        for event in self.sensor_events:
+            if isinstance(event, dg.AssetObservation) and event.asset_key == dg.AssetKey(f"{pipeline}_batches"):
+                state = event.metadata["month_state"].value
+                if not states or states[-1] != state:
+                    states.append(str(state))
+        return states
 
     def ledger(self) -> Ledger:
         return Ledger(self.settings.ledger_url)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import polars as pl
@@ -58,3 +59,18 @@ def test_a_fourth_pipeline_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.M
     platform.run_job("titles_submit")
     assert [r.job_name for r in platform.drive_sensor()] == ["titles_collect"]
     assert platform.query("SELECT count(*), count(title) FROM document_titles") == [(6, 6)]
+
+
+def test_a_builder_with_a_custom_id_prefix_still_maps_every_answer_to_its_item(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    prefixed = dataclasses.replace(TITLES, build_requests=lambda items, s: prepare_chat_requests(
+        items["item_id"].to_list(),
+        [[{"role": "user", "content": t}] for t in items["text"]], s.model, max_tokens=s.max_tokens,
+        custom_id_prefix="title-"))
+    platform = make_platform(tmp_path, monkeypatch, models="fake")
+    platform = Platform(build_definitions(platform.settings, pipelines=(*PIPELINES, prefixed)), platform.instance,
+                        platform.settings)
+    platform.run_job("titles_submit")
+    platform.drive_sensor()
+    assert platform.query("SELECT count(*), count(title) FROM document_titles") == [(6, 6)]
+    assert platform.query("SELECT bool_and(starts_with(custom_id, 'title-')) FROM batch_requests") == [(True,)]

@@ -81,3 +81,32 @@ def test_the_sensor_never_opens_duckdb(fake_platform: Platform) -> None:
         while not fake_platform.tick().run_requests:
             assert time.monotonic() < deadline
             time.sleep(0.3)
+
+
+def test_the_month_state_shows_waiting_retrying_then_done(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    platform = make_platform(tmp_path, monkeypatch, models="fake", BATCH_ASSETS_LOCAL_EXPIRE_AFTER_ITEMS="4")
+    platform.run_job("embeddings_submit")
+    platform.drive_sensor(timeout=120)
+    assert platform.month_states("embeddings") == ["waiting", "retrying", "done"]
+
+
+def test_a_stalled_batch_is_reported_with_the_command_that_cancels_it(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    platform = make_platform(tmp_path, monkeypatch, models="fake", BATCH_ASSETS_LOCAL_ITEM_DELAY_SECONDS="3",
+                             BATCH_ASSETS_STALL_AFTER_HOURS="0.0002")  # 0.72 s
+    platform.run_job("embeddings_submit")
+    time.sleep(1.0)
+    platform.tick()
+    [stall] = [e for e in platform.sensor_events if isinstance(e, dg.AssetCheckEvaluation)]
+    assert stall.check_name == "batches_progressing" and not stall.passed and stall.partition == MONTH
+    assert "batch-assets batches cancel --pipeline embeddings --month 2024-03" in (stall.description or "")
+    platform.tick()  # reported once, not at every tick
+    assert len([e for e in platform.sensor_events if isinstance(e, dg.AssetCheckEvaluation)]) == 1
+    # The user cancels from the launchpad: the cancel_month job.
+    platform.defs.resolve_job_def("cancel_month").execute_in_process(
+        instance=platform.instance,
+        run_config={"ops": {"cancel_batches": {"config": {"pipeline": "embeddings", "month": "2024-03"}}}})
+    requested = platform.drive_sensor(timeout=120)
+    assert [r.job_name for r in requested] == ["embeddings_collect"]
+    assert platform.month_states("embeddings")[-1] == "cancelled"
+    assert platform.query("SELECT count(*) FROM batch_outcomes WHERE final") == [(6,)]

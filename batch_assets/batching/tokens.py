@@ -23,6 +23,15 @@ with tiktoken" formula, verified there against the API for gpt-3.5/gpt-4/gpt-4o/
 3 tokens per message, + the tokens of every string value in it (role, content, name),
 + 1 per ``name``, + 3 priming the assistant reply. Tools and ``response_format`` schemas add
 tokens OpenAI does not document; they are not counted.
+
+Responses API requests (``/v1/responses``) are counted with the same cookbook formula over the
+messages the request amounts to (:func:`responses_chat_messages`): ``instructions`` as one
+developer message (the API reference calls it "equivalent to a text input with the developer
+role"), a text ``input`` as one user message, a list ``input`` message by message with its text
+parts. OpenAI publishes no formula for the Responses API; the cookbook one is the documented
+overhead of the same chat models, so it is the estimate used here.
+
+Legacy completions (``/v1/completions``) bill the tokens of ``prompt`` with no message overhead.
 """
 
 from __future__ import annotations
@@ -42,7 +51,13 @@ from typing import Any, Final
 import tiktoken
 import tiktoken_ext.openai_public as _openai_public
 
-from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL, SUPPORTED_URLS
+from batch_assets.batching.protocol import (
+    CHAT_COMPLETIONS_URL,
+    COMPLETIONS_URL,
+    EMBEDDINGS_URL,
+    RESPONSES_URL,
+    SUPPORTED_URLS,
+)
 
 O200K_BASE: Final = "o200k_base"
 CL100K_BASE: Final = "cl100k_base"
@@ -227,13 +242,71 @@ def embedding_inputs(body: Mapping[str, Any]) -> list[str] | list[list[int]]:
     raise ValueError(f"embeddings body 'input' must be a non-empty str or list, got {value!r:.80}")
 
 
+def responses_chat_messages(
+    input_: str | Sequence[Mapping[str, Any]], instructions: str | None = None
+) -> list[dict[str, Any]]:
+    """The chat messages a Responses API request amounts to, for counting (see the module docstring).
+
+    ``input_`` is a text or a list of ``{role, content}`` messages (``type: "message"`` optional)
+    whose content is a text or a list of ``input_text`` / ``output_text`` parts.
+    """
+    messages: list[dict[str, Any]] = []
+    if instructions is not None:
+        messages.append({"role": "developer", "content": instructions})
+    if isinstance(input_, str):
+        messages.append({"role": "user", "content": input_})
+        return messages
+    if isinstance(input_, bytes) or not isinstance(input_, Sequence):
+        raise ValueError(f"a Responses input must be a str or a list of messages, got {type(input_).__name__}")
+    for i, item in enumerate(input_):
+        if not isinstance(item, Mapping) or item.get("type", "message") != "message" or "role" not in item:
+            kind = item.get("type") if isinstance(item, Mapping) else type(item).__name__
+            raise ValueError(f"Responses input item {i} of type {kind!r} cannot be counted offline; "
+                             "only messages ({'role', 'content'}) are supported")
+        content = item.get("content")
+        if isinstance(content, list):
+            content = [
+                {"type": "text", "text": part.get("text")}
+                if isinstance(part, Mapping) and part.get("type") in ("input_text", "output_text") else part
+                for part in content
+            ]
+        messages.append({"role": item["role"], "content": content})
+    return messages
+
+
+def count_responses_tokens(
+    inputs: Sequence[str | Sequence[Mapping[str, Any]]],
+    model: str,
+    *,
+    instructions: str | None = None,
+    num_threads: int | None = None,
+) -> list[int]:
+    """Input tokens of each Responses API request (``input`` plus the shared ``instructions``)."""
+    return count_chat_tokens([responses_chat_messages(x, instructions) for x in inputs], model,
+                             num_threads=num_threads)
+
+
+def _completion_prompts(body: Mapping[str, Any]) -> list[str] | list[list[int]]:
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        return prompt
+    if isinstance(prompt, list) and prompt and all(isinstance(p, int) for p in prompt):
+        return [prompt]  # one prompt given as token ids
+    if isinstance(prompt, list) and prompt and all(isinstance(p, list) for p in prompt):
+        return prompt
+    raise ValueError(f"completions body 'prompt' must be a non-empty str or list, got {prompt!r:.80}")
+
+
 def count_request_tokens(
     url: str, bodies: Sequence[Mapping[str, Any]], *, num_threads: int | None = None
 ) -> list[int]:
     """Input tokens of each request body for one endpoint; each body's own ``model`` picks the encoding.
 
     Embeddings: the tokens of ``input`` (str, list of str, or token ids). Chat completions: the
-    message formula. Bodies of several models are grouped and counted per model.
+    message formula. Responses: the message formula over ``instructions`` + ``input``. Completions:
+    the tokens of ``prompt``. Bodies of several models are grouped and counted per model.
     """
     if url not in SUPPORTED_URLS:
         raise ValueError(f"unsupported endpoint {url!r}; supported: {', '.join(SUPPORTED_URLS)}")
@@ -245,26 +318,33 @@ def count_request_tokens(
         by_model.setdefault(model, []).append(i)
     result = [0] * len(bodies)
     for model, positions in by_model.items():
+        group = [bodies[i] for i in positions]
         if url == CHAT_COMPLETIONS_URL:
-            if any("messages" not in bodies[i] for i in positions):
+            if any("messages" not in body for body in group):
                 raise ValueError("a chat completions body has no 'messages'")
-            counts = count_chat_tokens([bodies[i]["messages"] for i in positions], model,
-                                       num_threads=num_threads)
+            counts = count_chat_tokens([body["messages"] for body in group], model, num_threads=num_threads)
+        elif url == RESPONSES_URL:
+            if any("input" not in body for body in group):
+                raise ValueError("a Responses body has no 'input'")
+            counts = count_chat_tokens([responses_chat_messages(body["input"], body.get("instructions"))
+                                        for body in group], model, num_threads=num_threads)
+        elif url == COMPLETIONS_URL:
+            counts = _count_inputs([_completion_prompts(body) for body in group], model, num_threads)
         else:
             assert url == EMBEDDINGS_URL
-            counts = _count_embedding_inputs([bodies[i] for i in positions], model, num_threads)
+            counts = _count_inputs([embedding_inputs(body) for body in group], model, num_threads)
         for i, c in zip(positions, counts, strict=True):
             result[i] = c
     return result
 
 
-def _count_embedding_inputs(
-    bodies: Sequence[Mapping[str, Any]], model: str, num_threads: int | None
+def _count_inputs(
+    inputs_per_body: Sequence[list[str] | list[list[int]]], model: str, num_threads: int | None
 ) -> list[int]:
+    """Tokens per body of texts (encoded) and token-id lists (counted as they are)."""
     texts: list[str] = []
     spans: list[tuple[int, int, int]] = []  # (start, end) in texts, + tokens given as ids
-    for body in bodies:
-        inputs = embedding_inputs(body)
+    for inputs in inputs_per_body:
         start = len(texts)
         id_tokens = 0
         for item in inputs:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import openai
 import orjson
+import uvicorn
 from openai.types import Batch
+
+from batch_assets.local.api import LocalBatchAPI
+from batch_assets.local.server import LocalBatchASGIApp
 
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
@@ -57,3 +62,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class LocalServer:
+    """The local API served by uvicorn on a free loopback port, in a thread."""
+
+    def __init__(self, api: LocalBatchAPI) -> None:
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(LocalBatchASGIApp(api), host="127.0.0.1", port=self.port,
+                                                    log_level="warning", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert self.server.started, "the local API server did not start"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

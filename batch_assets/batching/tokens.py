@@ -228,9 +228,9 @@ def count_chat_tokens(
     return [total + sum(counts[k] for k in ids) for total, ids in zip(totals, owners, strict=True)]
 
 
-def embedding_inputs(body: Mapping[str, Any]) -> list[str] | list[list[int]]:
-    """The inputs of an embeddings body as a list (a str input is one input)."""
-    value = body.get("input")
+def _texts_or_token_ids(value: Any, what: str) -> list[str] | list[list[int]]:
+    """A text, texts, token ids or lists of token ids (how embeddings `input` and completions `prompt`
+    may come) as a list of inputs."""
     if isinstance(value, str):
         return [value]
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
@@ -239,7 +239,12 @@ def embedding_inputs(body: Mapping[str, Any]) -> list[str] | list[list[int]]:
         return [value]  # one input given as token ids
     if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
         return value  # several inputs given as token ids
-    raise ValueError(f"embeddings body 'input' must be a non-empty str or list, got {value!r:.80}")
+    raise ValueError(f"{what} must be a non-empty str or list, got {value!r:.80}")
+
+
+def embedding_inputs(body: Mapping[str, Any]) -> list[str] | list[list[int]]:
+    """The inputs of an embeddings body as a list (a str input is one input)."""
+    return _texts_or_token_ids(body.get("input"), "embeddings body 'input'")
 
 
 def responses_chat_messages(
@@ -286,19 +291,6 @@ def count_responses_tokens(
                              num_threads=num_threads)
 
 
-def _completion_prompts(body: Mapping[str, Any]) -> list[str] | list[list[int]]:
-    prompt = body.get("prompt")
-    if isinstance(prompt, str):
-        return [prompt]
-    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-        return prompt
-    if isinstance(prompt, list) and prompt and all(isinstance(p, int) for p in prompt):
-        return [prompt]  # one prompt given as token ids
-    if isinstance(prompt, list) and prompt and all(isinstance(p, list) for p in prompt):
-        return prompt
-    raise ValueError(f"completions body 'prompt' must be a non-empty str or list, got {prompt!r:.80}")
-
-
 def count_request_tokens(
     url: str, bodies: Sequence[Mapping[str, Any]], *, num_threads: int | None = None
 ) -> list[int]:
@@ -329,7 +321,8 @@ def count_request_tokens(
             counts = count_chat_tokens([responses_chat_messages(body["input"], body.get("instructions"))
                                         for body in group], model, num_threads=num_threads)
         elif url == COMPLETIONS_URL:
-            counts = _count_inputs([_completion_prompts(body) for body in group], model, num_threads)
+            counts = _count_inputs([_texts_or_token_ids(body.get("prompt"), "completions body 'prompt'")
+                                    for body in group], model, num_threads)
         else:
             assert url == EMBEDDINGS_URL
             counts = _count_inputs([embedding_inputs(body) for body in group], model, num_threads)

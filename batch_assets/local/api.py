@@ -38,6 +38,7 @@ from batch_assets.local.errors import (
     invalid_type,
     invalid_value,
     missing_parameter,
+    query_int,
     unsupported_parameter,
 )
 from batch_assets.local.execute import answer_one, embed_many
@@ -198,14 +199,9 @@ class LocalBatchAPI:
         return json_response(batch_row_to_api(row))
 
     def list_batches(self, request: ApiRequest) -> ApiResponse:
-        query: dict[str, Any] = dict(request.query)
-        if "limit" in query:
-            try:
-                query["limit"] = int(query["limit"])
-            except ValueError:
-                raise invalid_type("limit", "an integer", query["limit"]) from None
-        limit = bounded_int(query, "limit", 1, 100)
-        rows, has_more = self.store.list_batch_rows(after=query.get("after"), limit=20 if limit is None else limit)
+        limit = query_int(dict(request.query), "limit", 1, 100)
+        rows, has_more = self.store.list_batch_rows(after=request.query.get("after"),
+                                                    limit=20 if limit is None else limit)
         if self.store.has_active_batches():
             self._ensure_worker()
         data = [batch_row_to_api(row) for row in rows]

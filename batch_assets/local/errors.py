@@ -101,6 +101,18 @@ def bounded_int(body: dict[str, Any], param: str, low: int, high: int | None = N
     return value
 
 
+def query_int(query: dict[str, Any], param: str, low: int, high: int) -> int | None:
+    """An optional integer query-string parameter (e.g. ``limit``), refused in OpenAI's words."""
+    raw = query.get(param)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid_type(param, "an integer", raw) from None
+    return bounded_int({param: value}, param, low, high)
+
+
 def bounded_number(body: dict[str, Any], param: str, low: float, high: float) -> float | None:
     value = body.get(param)
     if value is None:

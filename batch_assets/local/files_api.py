@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from batch_assets.batching.protocol import MAX_FILE_BYTES
 from batch_assets.local.errors import (
@@ -27,6 +26,7 @@ from batch_assets.local.errors import (
     invalid_type,
     invalid_value,
     missing_parameter,
+    query_int,
 )
 from batch_assets.local.multipart_upload import UploadError, UploadTooLarge, receive_upload
 from batch_assets.local.store import StateStore, StoredFile, new_id
@@ -116,13 +116,8 @@ class FilesRoutes:
         return self.store.add_file(file_id, filename, purpose, expires_after=seconds)
 
     def list(self, request: ApiRequest) -> ApiResponse:
-        query: dict[str, Any] = dict(request.query)
-        if "limit" in query:
-            try:
-                query["limit"] = int(query["limit"])
-            except ValueError:
-                raise invalid_type("limit", "an integer", query["limit"]) from None
-        limit = bounded_int(query, "limit", 1, MAX_LIST_LIMIT)
+        query = dict(request.query)
+        limit = query_int(query, "limit", 1, MAX_LIST_LIMIT)
         order = query.get("order", "desc")
         if order not in ("asc", "desc"):
             raise invalid_value("order", order, ("asc", "desc"))

@@ -32,7 +32,7 @@ from batch_assets.local.models import LocalModels
 
 Answer = tuple[int, dict[str, Any]]  # HTTP status, response body
 
-__all__ = ["Answer", "InvalidRequest", "answer_one", "chat_complete", "embed_many", "error_body"]
+__all__ = ["Answer", "InvalidRequest", "answer_one", "answer_usage", "chat_complete", "embed_many", "error_body"]
 
 CHAT_ROLES = ("system", "developer", "user", "assistant")
 
@@ -225,3 +225,12 @@ def answer_one(models: LocalModels, endpoint: str, body: dict[str, Any]) -> Answ
         return _invalid(exc)
     status, answer = chat_complete(models, chat_body)
     return (status, from_chat(answer, body)) if status == 200 else (status, answer)
+
+
+def answer_usage(answer: Answer) -> tuple[int, int]:
+    """(input, output) tokens of a successful answer of any endpoint, for the batch's ``usage``:
+    chat, completions and embeddings say prompt/completion tokens, the Responses API input/output."""
+    usage = answer[1].get("usage") or {}
+    if "input_tokens" in usage:
+        return usage["input_tokens"], usage.get("output_tokens", 0)
+    return usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)

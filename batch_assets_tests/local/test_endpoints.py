@@ -12,7 +12,7 @@ import pytest
 from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, COMPLETIONS_URL, EMBEDDINGS_URL, RESPONSES_URL
 from batch_assets.local.endpoints import chat_completion_chunks, stream_options
 from batch_assets.local.errors import InvalidRequest
-from batch_assets.local.execute import answer_one
+from batch_assets.local.execute import answer_one, answer_usage, embed_many
 from batch_assets.local.models import FAKE_CHAT_MODEL_NAME, LocalModels
 from batch_assets_tests.local.openapi_schemas import assert_conforms, schema_errors
 
@@ -158,3 +158,14 @@ def test_the_schema_excerpt_catches_a_wrong_answer(models: LocalModels) -> None:
     errors = "\n".join(schema_errors("Response", broken))
     assert "'tools' is a required property" in errors and "status: 'done' is not valid" in errors
     assert "output/0/content: 'text' is not of type 'array'" in errors
+
+
+def test_answer_usage_reads_every_endpoints_names(models: LocalModels) -> None:
+    body = {"model": "m", "input": "hello there"}
+    response = answer_one(models, RESPONSES_URL, body)
+    chat = answer_one(models, CHAT_COMPLETIONS_URL, {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    (embedding,) = embed_many(models, [body])
+    assert answer_usage(response) == (response[1]["usage"]["input_tokens"], response[1]["usage"]["output_tokens"])
+    assert answer_usage(chat) == (chat[1]["usage"]["prompt_tokens"], chat[1]["usage"]["completion_tokens"])
+    assert answer_usage(embedding) == (embedding[1]["usage"]["prompt_tokens"], 0)
+    assert min(answer_usage(response)) > 0

@@ -93,8 +93,10 @@ class FilesRoutes:
                                  "'file' part and a 'purpose' field.") from None
         try:
             stored = self._register(file_id, upload.fields, upload.filename, upload.file_bytes)
-        except BaseException:
+        except BaseException:  # refused (or failed to register): leave nothing behind
             partial.unlink(missing_ok=True)
+            if self.store.get_file(file_id) is None:
+                self.store.file_path(file_id).unlink(missing_ok=True)
             raise
         return json_response(stored.to_api())
 
@@ -111,9 +113,10 @@ class FilesRoutes:
         if purpose == "batch" and not filename.lower().endswith(".jsonl"):
             raise InvalidRequest("Invalid file format for Batch API. Must be .jsonl")
         seconds = _expires_after(fields)
-        self.store.purge_expired_files()
         self.store.file_path(file_id).with_suffix(".part").rename(self.store.file_path(file_id))
-        return self.store.add_file(file_id, filename, purpose, expires_after=seconds)
+        stored = self.store.add_file(file_id, filename, purpose, expires_after=seconds)
+        self.store.purge_expired_files()
+        return stored
 
     def list(self, request: ApiRequest) -> ApiResponse:
         query = dict(request.query)

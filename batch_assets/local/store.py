@@ -207,7 +207,15 @@ class StateStore:
         return bool(changed)
 
     def purge_expired_files(self) -> int:
-        """Removes the content of expired files that no unfinished batch still reads. Returns how many."""
+        """Removes the content of expired files that no unfinished batch still reads, and uploads a
+        killed process left half-written (``*.part`` untouched for a day). Returns how many files."""
+        stale = time.time() - 24 * 3600
+        for partial in self.files_dir.glob("*.part"):
+            try:
+                if partial.stat().st_mtime < stale:
+                    partial.unlink()
+            except FileNotFoundError:  # finished or removed meanwhile
+                pass
         marks = ",".join("?" * len(ACTIVE_STATUSES))
         with self.transaction() as con:
             ids = [row[0] for row in con.execute(

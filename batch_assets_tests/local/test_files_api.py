@@ -109,8 +109,11 @@ def test_expired_files_are_gone(make_client, tmp_path: Path, monkeypatch: pytest
     assert client.files.list().data == []
     notes = tmp_path / "notes.txt"
     notes.write_text("x")
-    _upload(client, notes, "user_data")  # an upload purges expired content
+    files_dir = tmp_path / "local_api" / "files"
+    (files_dir / "file-killed.part").write_bytes(b"half an upload from a killed process")
+    _upload(client, notes, "user_data")  # an upload purges expired content and day-old partial uploads
     assert stored.id not in _state_files(tmp_path / "local_api")
+    assert "file-killed.part" not in _state_files(tmp_path / "local_api")
 
 
 # -- size limits while streaming ---------------------------------------------------------------------

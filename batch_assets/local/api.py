@@ -9,6 +9,7 @@ bearer token before a byte of the body is read.
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 import threading
 from collections.abc import Callable
@@ -49,6 +50,8 @@ from batch_assets.local.wire import SSE_HEADERS, ApiRequest, ApiResponse, ChunkR
 from batch_assets.local.worker import ensure_worker
 
 __all__ = ["ApiError", "ApiRequest", "ApiResponse", "ChunkReader", "LocalBatchAPI"]
+
+log = logging.getLogger("batch_assets.local.api")
 
 # Endpoints OpenAI's Batch API takes that the local engine has no model for.
 _OPENAI_ONLY_ENDPOINTS = ("/v1/moderations", "/v1/images/generations", "/v1/images/edits", "/v1/videos")
@@ -114,6 +117,12 @@ class LocalBatchAPI:
             raise ApiError(404, f"Invalid URL {where}")
         except ApiError as exc:
             return _error_response(exc)
+        except Exception as exc:  # a bug or a broken state folder: still an OpenAI-shaped answer, never a bare 500
+            log.exception("%s %s failed", request.method, request.path)
+            return _error_response(ApiError(500, f"The local Batch API failed on {request.method} {request.path}: "
+                                            f"{type(exc).__name__}: {exc}. The traceback is in the server's log; "
+                                            "retrying may help if the state folder's disk was full or busy.",
+                                            type_="server_error"))
 
     def _authorize(self, request: ApiRequest) -> None:
         if self.token is None:

@@ -117,3 +117,16 @@ def test_output_expires_after_sets_the_result_files_expiry(make_client, tmp_path
     batch = wait_terminal(client, batch.id)
     output = client.files.retrieve(batch.output_file_id)  # type: ignore[arg-type]
     assert output.purpose == "batch_output" and output.expires_at == output.created_at + 7200
+
+
+def test_an_unexpected_failure_is_an_openai_shaped_500(make_client, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = make_client(model_backend="fake", max_retries=0)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("batch_assets.local.store.StateStore.list_batch_rows", broken)
+    with pytest.raises(openai.InternalServerError) as failed:
+        client.batches.list()
+    assert_conforms("ErrorResponse", {"error": failed.value.body})  # the SDK keeps the inner object
+    assert "No space left on device" in failed.value.message and failed.value.type == "server_error"

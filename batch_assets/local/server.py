@@ -30,23 +30,26 @@ class LocalBatchASGIApp:
             return
         if scope["type"] != "http":
             return
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        body = _ReceivedBody(receive, expected="transfer-encoding" in headers
+                             or headers.get("content-length", "0") not in ("", "0"))
         request = ApiRequest(
             method=scope["method"],
             path=scope["path"],
             query=dict(parse_qsl(scope.get("query_string", b"").decode())),
-            headers={k.decode().lower(): v.decode() for k, v in scope["headers"]},
-            body=ChunkReader(body := _ReceivedBody(receive)),
+            headers=headers,
+            body=ChunkReader(body),
         )
         # Model calls and disk I/O block: keep them off the event loop. The handler pulls the body
         # from `receive` as it reads it, so what it never reads (an unauthenticated or oversized
         # upload) is never taken off the socket.
         response: ApiResponse = await anyio.to_thread.run_sync(self.api.handle, request)
-        headers = [(k.encode(), v.encode()) for k, v in response.headers.items()]
+        raw_headers = [(k.encode(), v.encode()) for k, v in response.headers.items()]
         if not body.finished:
             # The rest of the body was refused (no token, too large): close the connection instead of
             # letting the server drain it to keep the connection alive.
-            headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+            raw_headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": response.status, "headers": raw_headers})
         if isinstance(response.body, bytes | bytearray):
             await send({"type": "http.response.body", "body": bytes(response.body)})
             return
@@ -62,9 +65,9 @@ class LocalBatchASGIApp:
 class _ReceivedBody:
     """A blocking ``next_chunk`` for the handler's worker thread, pulling from the ASGI ``receive``."""
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, *, expected: bool) -> None:
         self._receive = receive
-        self.finished = False
+        self.finished = not expected  # a request without a body (most GETs) has nothing left to refuse
 
     def __call__(self) -> bytes | None:
         while not self.finished:

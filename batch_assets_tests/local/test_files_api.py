@@ -179,6 +179,10 @@ def test_an_unauthenticated_upload_is_refused_before_its_body_is_read(raw_client
     assert body.pulled < 20_000_000, f"{body.pulled} bytes were sent before the 401"  # socket buffers at most
     assert time.monotonic() - started < 30
     assert _state_files(state_dir) == []
+    if mode == "http":  # the refused rest is not drained: the connection closes; others are kept alive
+        assert response.headers["connection"] == "close"
+        assert "close" not in client.get("/v1/files", headers={"authorization": "Bearer s3cret"}).headers.get(
+            "connection", "")
     wrong = _post_upload(client, _multipart(True, iter(Counted(1000))), token="wrong-token-123")
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
     assert "wrong-token-123" not in wrong.text  # the key is masked, as OpenAI masks it

@@ -66,10 +66,10 @@ RESULT_SCHEMA = pl.Schema(
         "error_code": pl.String,  # error.code, else response body error.code/type; null on success
         "error_message": pl.String,
         "response_model": pl.String,  # the model that answered (body.model), succeeded rows
-        "prompt_tokens": pl.Int64,  # body.usage.prompt_tokens (Responses: usage.input_tokens)
-        "completion_tokens": pl.Int64,  # null for embeddings (Responses: usage.output_tokens)
-        "finish_reason": pl.String,  # chat: choices[0].finish_reason; Responses: see _ENDPOINT_FIELDS
-        "content": pl.String,  # chat: choices[0].message.content; Responses: the output text
+        "prompt_tokens": pl.Int64,  # body.usage.prompt_tokens
+        "completion_tokens": pl.Int64,  # chat only; null for embeddings
+        "finish_reason": pl.String,  # chat: choices[0].finish_reason
+        "content": pl.String,  # chat: choices[0].message.content
         "embedding": pl.List(pl.Float32),  # embeddings: data[0].embedding
     }
 )
@@ -82,7 +82,8 @@ MISSING_RESULT_CODE = "missing_result"
 BATCH_FAILED_CODE = "batch_failed"
 
 _BODY_ERROR = "error STRUCT(message VARCHAR, type VARCHAR, code VARCHAR)"
-# Per endpoint: the DuckDB type of a response body, and the RESULT_SCHEMA columns taken from it.
+# Per endpoint: the DuckDB type of a response body, and the RESULT_SCHEMA columns taken from it
+# (the Responses API's input/output tokens fill prompt/completion_tokens, its text `content`).
 _BODY_TYPES = {
     CHAT_COMPLETIONS_URL: "STRUCT(model VARCHAR, choices STRUCT(message STRUCT(content VARCHAR), "
     "finish_reason VARCHAR)[], usage STRUCT(prompt_tokens BIGINT, completion_tokens BIGINT), "

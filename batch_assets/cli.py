@@ -8,6 +8,9 @@ from collections.abc import Sequence
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import dataclasses
+    from pathlib import Path
+
     from batch_assets.local.config import EngineConfig
     from batch_assets.local.server import serve
 
@@ -15,9 +18,9 @@ def _serve(args: argparse.Namespace) -> int:
         print("Refusing to serve beyond loopback without --token: anyone reaching the port could run jobs.",
               file=sys.stderr)
         return 2
-    config = EngineConfig.from_env()
+    config = EngineConfig.from_env()  # the state folder Dagster uses, unless --state-dir says otherwise
     if args.state_dir:
-        config = EngineConfig(**{**config.__dict__, "state_dir": args.state_dir})
+        config = dataclasses.replace(config, state_dir=Path(args.state_dir).resolve())
     print(f"Local Batch API on http://{args.host}:{args.port}/v1 (state in {config.state_dir})", flush=True)
     serve(args.host, args.port, token=args.token, config=config)
     return 0
@@ -39,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     serve.add_argument("--port", type=int, default=8001)
     serve.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on every request")
-    serve.add_argument("--state-dir", default=None, help="state folder (default: BATCH_ASSETS_LOCAL_STATE_DIR "
-                       "or .batch_assets/local_api)")
+    serve.add_argument("--state-dir", default=None, help="state folder (default: the one Dagster uses: "
+                       "BATCH_ASSETS_LOCAL_STATE_DIR, else <BATCH_ASSETS_DATA_DIR>/local_api, else "
+                       ".batch_assets/local_api)")
     serve.set_defaults(run=_serve)
 
     search = commands.add_parser("search", help="nearest documents to a text, from document_embeddings")

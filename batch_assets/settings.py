@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from batch_assets.ledger.store import ledger_url
+from batch_assets.local.config import data_dir_from_env, local_state_dir_from_env
 from batch_assets.provider import provider_from_env
 
 DEFAULT_DOCS_PER_MONTH = 60
@@ -44,14 +45,14 @@ class PlatformSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PlatformSettings:
         env = os.environ if env is None else env
-        data_dir = Path(env.get("BATCH_ASSETS_DATA_DIR") or ".batch_assets").resolve()
+        data_dir = data_dir_from_env(env)
         docs_per_month = _number(env, "BATCH_ASSETS_DOCS_PER_MONTH", int, DEFAULT_DOCS_PER_MONTH)
         interval = _number(env, "BATCH_ASSETS_SENSOR_INTERVAL_SECONDS", int, DEFAULT_SENSOR_INTERVAL_SECONDS)
         return cls(
             provider=provider_from_env(env),
             data_dir=data_dir,
             duckdb_path=Path(env.get("BATCH_ASSETS_DUCKDB_PATH") or data_dir / "warehouse.duckdb").resolve(),
-            local_state_dir=Path(env.get("BATCH_ASSETS_LOCAL_STATE_DIR") or data_dir / "local_api").resolve(),
+            local_state_dir=local_state_dir_from_env(env),
             documents_path=env.get("BATCH_ASSETS_DOCUMENTS_PATH") or None,
             docs_per_month=docs_per_month if docs_per_month > 0 else None,
             company_metrics_path=env.get("BATCH_ASSETS_COMPANY_METRICS_PATH") or None,

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import openai
@@ -15,8 +10,8 @@ import pytest
 from batch_assets.cli import main
 from batch_assets_tests.local.helpers import (
     embedding_lines,
-    free_port,
     read_lines,
+    served_by_cli,
     submit,
     wait_terminal,
     write_jsonl,
@@ -25,32 +20,14 @@ from batch_assets_tests.local.helpers import (
 pytestmark = pytest.mark.e2e
 
 
-
 def test_local_api_serve_with_a_token(tmp_path: Path) -> None:
-    port = free_port()
-    env = {**os.environ, "BATCH_ASSETS_LOCAL_WORKER_IDLE_SECONDS": "3"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "batch_assets.cli", "local-api", "serve", "--port", str(port), "--token", "s3cret",
-         "--state-dir", str(tmp_path / "state")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        start_new_session=True)
-    try:
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="s3cret", max_retries=0)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.batches.list()
-                break
-            except openai.APIConnectionError:
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.2)
+    with served_by_cli(tmp_path / "state", "s3cret") as base_url:
+        client = openai.OpenAI(base_url=base_url, api_key="s3cret", max_retries=0)
         with pytest.raises(openai.AuthenticationError):
-            openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0).batches.list()
+            openai.OpenAI(base_url=base_url, api_key="wrong", max_retries=0).batches.list()
         batch = wait_terminal(client, submit(client, write_jsonl(tmp_path / "in.jsonl", embedding_lines(["a", "b"])),
                                              "/v1/embeddings").id)
         assert batch.status == "completed" and len(read_lines(client, batch.output_file_id)) == 2
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=20)
 
 
 def test_serving_beyond_loopback_needs_a_token(capsys: pytest.CaptureFixture[str]) -> None:

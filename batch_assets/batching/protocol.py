@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
+# The one set of batch endpoints this project builds, parses and serves (OpenAI's Batch API also
+# takes /v1/moderations, images and videos; nothing here uses them). Everything else derives from it.
+Endpoint = Literal["/v1/embeddings", "/v1/chat/completions", "/v1/responses", "/v1/completions"]
+SUPPORTED_URLS: Final[tuple[Endpoint, ...]] = get_args(Endpoint)
 EMBEDDINGS_URL: Final = "/v1/embeddings"
 CHAT_COMPLETIONS_URL: Final = "/v1/chat/completions"
-SUPPORTED_URLS: Final = (EMBEDDINGS_URL, CHAT_COMPLETIONS_URL)
-Endpoint = Literal["/v1/embeddings", "/v1/chat/completions"]
+RESPONSES_URL: Final = "/v1/responses"
+COMPLETIONS_URL: Final = "/v1/completions"  # the legacy text completions endpoint
+assert {EMBEDDINGS_URL, CHAT_COMPLETIONS_URL, RESPONSES_URL, COMPLETIONS_URL} == set(SUPPORTED_URLS)
 
 COMPLETION_WINDOW: Final = "24h"
 

@@ -32,10 +32,11 @@ from batch_assets.batching.protocol import (
     MAX_EMBEDDING_INPUTS_PER_BATCH,
     MAX_FILE_BYTES,
     MAX_REQUESTS_PER_FILE,
+    RESPONSES_URL,
     SUPPORTED_URLS,
 )
-from batch_assets.batching.requests import chat_body, custom_ids_for, embedding_body
-from batch_assets.batching.tokens import count_chat_tokens, count_text_tokens
+from batch_assets.batching.requests import chat_body, custom_ids_for, embedding_body, responses_body
+from batch_assets.batching.tokens import count_chat_tokens, count_responses_tokens, count_text_tokens
 
 _PREPARE_CHUNK: Final = 65_536
 _UNSAFE_NAME_CHARS: Final = re.compile(r"[^A-Za-z0-9._-]")
@@ -392,5 +393,39 @@ def prepare_chat_requests(
                                                       strict=True):
                 yield PreparedRequest(cid, CHAT_COMPLETIONS_URL, model, chat_body(model, messages, **params), tokens, 1,
                                       item_id)
+
+    return generate()
+
+
+def prepare_responses_requests(
+    ids: Sequence[str],
+    inputs: Sequence[str | Sequence[Mapping[str, Any]]],
+    model: str,
+    *,
+    instructions: str | None = None,
+    custom_id_prefix: str = "",
+    num_threads: int | None = None,
+    **params: Any,
+) -> Iterator[PreparedRequest]:
+    """Responses API requests for ``(id, input)`` rows; ``input`` is a text or a list of messages,
+    ``instructions`` the system prompt they share, ``params`` go to :func:`responses_body`
+    (max_output_tokens, temperature, text_format). Tokens are counted as in
+    :func:`~batch_assets.batching.tokens.count_responses_tokens`. Lazy like
+    :func:`prepare_chat_requests`; ids, custom ids and params are checked now, bodies as they are built.
+    """
+    _check_lengths(ids, inputs, "inputs")
+    custom_ids = custom_ids_for(ids, custom_id_prefix)
+    responses_body(model, "x", instructions=instructions, **params)  # validates params once
+
+    def generate() -> Iterator[PreparedRequest]:
+        for start in range(0, len(inputs), _PREPARE_CHUNK):
+            chunk = inputs[start : start + _PREPARE_CHUNK]
+            counts = count_responses_tokens(chunk, model, instructions=instructions,
+                                            text_format=params.get("text_format"), num_threads=num_threads)
+            for item_id, cid, input_, tokens in zip(ids[start : start + _PREPARE_CHUNK],
+                                                    custom_ids[start : start + _PREPARE_CHUNK], chunk, counts,
+                                                    strict=True):
+                body = responses_body(model, input_, instructions=instructions, **params)
+                yield PreparedRequest(cid, RESPONSES_URL, model, body, tokens, 1, item_id)
 
     return generate()

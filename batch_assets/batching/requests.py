@@ -1,4 +1,5 @@
-"""Batch request lines: custom ids, request bodies, structured-output formats.
+"""Batch request lines: custom ids, request bodies (embeddings, chat completions, Responses),
+structured-output formats.
 
 A Batch API input line is ``{"custom_id", "method": "POST", "url", "body"}``; results come back in
 any order and are joined on ``custom_id``, so it must be unique per file and map back to an item.
@@ -25,7 +26,14 @@ from typing import Any, Final
 
 import polars as pl
 
-from batch_assets.batching.protocol import CUSTOM_ID_MAX_LEN, EMBEDDINGS_URL, SUPPORTED_URLS
+from batch_assets.batching.protocol import (
+    CHAT_COMPLETIONS_URL,
+    COMPLETIONS_URL,
+    CUSTOM_ID_MAX_LEN,
+    EMBEDDINGS_URL,
+    RESPONSES_URL,
+    SUPPORTED_URLS,
+)
 
 _KEEP_MAX_LEN: Final = CUSTOM_ID_MAX_LEN - 1  # 63: hashed ids are exactly 64
 _HEAD_LEN: Final = 31
@@ -36,6 +44,10 @@ _INVALID_CHAR_RE: Final = re.compile(rf"[^{_CUSTOM_ID_CHARS}]")
 _SCHEMA_NAME_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 CHAT_ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool"})
+# Roles of a Responses API input message (EasyInputMessage in OpenAI's OpenAPI spec).
+RESPONSES_ROLES: Final = frozenset({"system", "developer", "user", "assistant"})
+# Responses API: `max_output_tokens` has a minimum of 16 in OpenAI's OpenAPI spec (CreateResponse).
+MIN_MAX_OUTPUT_TOKENS: Final = 16
 # OpenAI: at most 2048 inputs in one embeddings request.
 MAX_INPUTS_PER_EMBEDDING_REQUEST: Final = 2048
 # Reasoning models reject `max_tokens` (they take `max_completion_tokens`) and any temperature but 1.
@@ -123,6 +135,13 @@ def _is_reasoning_model(model: str) -> bool:
     return model.lower().startswith(_REASONING_PREFIXES) and not model.lower().startswith("gpt-5-chat")
 
 
+def _check_temperature(model: str, temperature: float) -> None:
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
+        raise ValueError(f"temperature must be in [0, 2], got {temperature!r}")
+    if _is_reasoning_model(model) and temperature != 1:
+        raise ValueError(f"{model} only supports the default temperature (1); leave it unset")
+
+
 def _check_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
         raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
@@ -168,10 +187,7 @@ def chat_body(
             raise ValueError(f"{model} rejects max_tokens: pass max_completion_tokens={value} instead")
         body[key] = value
     if temperature is not None:
-        if not 0 <= temperature <= 2:
-            raise ValueError(f"temperature must be in [0, 2], got {temperature}")
-        if reasoning and temperature != 1:
-            raise ValueError(f"{model} only supports the default temperature (1); leave it unset")
+        _check_temperature(model, temperature)
         body["temperature"] = temperature
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, int):
@@ -182,6 +198,85 @@ def chat_body(
             raise ValueError("response_format must be a dict with a 'type' (see json_schema_response_format)")
         body["response_format"] = dict(response_format)
     return body
+
+
+def _responses_input(input_: str | Sequence[Mapping[str, Any]]) -> str | list[dict[str, Any]]:
+    """A Responses ``input``: a non-empty text, or a non-empty list of ``{role, content}`` messages
+    whose content is a text or a list of ``input_text`` / ``output_text`` parts."""
+    if isinstance(input_, str):
+        if not input_:
+            raise ValueError("input is empty: pass a non-empty text or a list of messages")
+        return input_
+    if isinstance(input_, bytes) or not isinstance(input_, Sequence) or not input_:
+        raise ValueError("input must be a non-empty str or a non-empty list of {'role', 'content'} dicts")
+    out = []
+    for i, m in enumerate(input_):
+        if not isinstance(m, Mapping):
+            raise ValueError(f"input message {i} must be a dict, got {type(m).__name__}")
+        if m.get("role") not in RESPONSES_ROLES:
+            raise ValueError(f"input message {i} has role {m.get('role')!r}; expected one of {sorted(RESPONSES_ROLES)}")
+        content = m.get("content")
+        parts_ok = isinstance(content, list) and content and all(
+            isinstance(p, Mapping) and p.get("type") in ("input_text", "output_text") and isinstance(p.get("text"), str)
+            for p in content
+        )
+        if not (isinstance(content, str) or parts_ok):
+            raise ValueError(f"input message {i} needs 'content': a str or a list of "
+                             "{'type': 'input_text', 'text': str} parts")
+        out.append(dict(m))
+    return out
+
+
+def responses_body(
+    model: str,
+    input: str | Sequence[Mapping[str, Any]],  # the Responses API's own name
+    *,
+    instructions: str | None = None,
+    max_output_tokens: int | None = None,
+    temperature: float | None = None,
+    text_format: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``/v1/responses`` body. Only parameters that are set are written.
+
+    ``input`` is a text (one user message) or a list of ``{role, content}`` messages;
+    ``instructions`` is the system/developer message. ``max_output_tokens`` is at least 16 (OpenAI
+    refuses less) and covers reasoning tokens too. ``text_format`` is ``text.format``, e.g.
+    :func:`json_schema_text_format`. The Responses API has no ``seed``.
+    """
+    _check_model(model)
+    body: dict[str, Any] = {"model": model, "input": _responses_input(input)}
+    if instructions is not None:
+        if not isinstance(instructions, str) or not instructions:
+            raise ValueError(f"instructions must be a non-empty str, got {instructions!r:.80}")
+        body["instructions"] = instructions
+    if max_output_tokens is not None:
+        if isinstance(max_output_tokens, bool) or not isinstance(max_output_tokens, int) \
+                or max_output_tokens < MIN_MAX_OUTPUT_TOKENS:
+            raise ValueError(f"max_output_tokens must be an int >= {MIN_MAX_OUTPUT_TOKENS} (OpenAI refuses less), "
+                             f"got {max_output_tokens!r}")
+        body["max_output_tokens"] = max_output_tokens
+    if temperature is not None:
+        _check_temperature(model, temperature)
+        body["temperature"] = temperature
+    if text_format is not None:
+        kind = text_format.get("type") if isinstance(text_format, Mapping) else None
+        if kind not in ("text", "json_object", "json_schema"):
+            raise ValueError("text_format must be a dict with a 'type' of text, json_object or json_schema "
+                             "(see json_schema_text_format)")
+        named = _SCHEMA_NAME_RE.fullmatch(str(text_format.get("name", "")))
+        if kind == "json_schema" and not (named and isinstance(text_format.get("schema"), Mapping)):
+            raise ValueError("a json_schema text_format needs a 'name' and a 'schema' (see json_schema_text_format)")
+        body["text"] = {"format": dict(text_format)}
+    return body
+
+
+# What each endpoint's body must hold, and the builder that makes one.
+_REQUIRED_BODY_FIELD: Final = {
+    EMBEDDINGS_URL: ("input", "embedding_body"),
+    CHAT_COMPLETIONS_URL: ("messages", "chat_body"),
+    RESPONSES_URL: ("input", "responses_body"),
+    COMPLETIONS_URL: ("prompt", "a {'model', 'prompt'} dict"),
+}
 
 
 def request_line(custom_id: str, url: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -195,10 +290,9 @@ def request_line(custom_id: str, url: str, body: Mapping[str, Any]) -> dict[str,
         raise ValueError(f"unsupported endpoint {url!r}; supported: {', '.join(SUPPORTED_URLS)}")
     if not isinstance(body, Mapping) or not body.get("model"):
         raise ValueError("body must be a dict with a 'model'")
-    if url == EMBEDDINGS_URL and "input" not in body:
-        raise ValueError("an embeddings body needs 'input' (see embedding_body)")
-    if url != EMBEDDINGS_URL and "messages" not in body:
-        raise ValueError("a chat completions body needs 'messages' (see chat_body)")
+    field_name, builder = _REQUIRED_BODY_FIELD[url]
+    if field_name not in body:
+        raise ValueError(f"a {url} body needs '{field_name}' (see {builder})")
     return {"custom_id": custom_id, "method": "POST", "url": url, "body": dict(body)}
 
 
@@ -209,6 +303,13 @@ def json_schema_response_format(name: str, schema: Mapping[str, Any], *, strict:
     if not isinstance(schema, Mapping) or schema.get("type") != "object":
         raise ValueError("a structured-output schema must be a JSON schema with type 'object' at the root")
     return {"type": "json_schema", "json_schema": {"name": name, "schema": dict(schema), "strict": strict}}
+
+
+def json_schema_text_format(name: str, schema: Mapping[str, Any], *, strict: bool = True) -> dict[str, Any]:
+    """Responses API ``text.format`` for structured outputs (the same schema rules as
+    :func:`json_schema_response_format`, flattened the way the Responses API takes them)."""
+    spec = json_schema_response_format(name, schema, strict=strict)["json_schema"]
+    return {"type": "json_schema", **spec}
 
 
 def label_schema(labels: Sequence[str]) -> dict[str, Any]:

@@ -39,8 +39,10 @@ from batch_assets.batching.protocol import (
     BATCH_CANCELLED_CODE,
     BATCH_EXPIRED_CODE,
     CHAT_COMPLETIONS_URL,
+    COMPLETIONS_URL,
     EMBEDDINGS_URL,
     OUTCOMES,
+    RESPONSES_URL,
     SUPPORTED_URLS,
     TERMINAL_BATCH_STATUSES,
 )
@@ -83,6 +85,8 @@ MISSING_RESULT_CODE = "missing_result"
 BATCH_FAILED_CODE = "batch_failed"
 
 _BODY_ERROR = "error STRUCT(message VARCHAR, type VARCHAR, code VARCHAR)"
+# Per endpoint: the DuckDB type of a response body, and the RESULT_SCHEMA columns taken from it
+# (the Responses API's input/output tokens fill prompt/completion_tokens, its text `content`).
 _BODY_TYPES = {
     CHAT_COMPLETIONS_URL: "STRUCT(model VARCHAR, choices STRUCT(message STRUCT(content VARCHAR), "
     "finish_reason VARCHAR)[], usage STRUCT(prompt_tokens BIGINT, completion_tokens BIGINT, "
@@ -90,9 +94,17 @@ _BODY_TYPES = {
     f"{_BODY_ERROR})",
     EMBEDDINGS_URL: "STRUCT(model VARCHAR, data STRUCT(embedding FLOAT[])[], "
     f"usage STRUCT(prompt_tokens BIGINT), {_BODY_ERROR})",
+    RESPONSES_URL: "STRUCT(model VARCHAR, status VARCHAR, incomplete_details STRUCT(reason VARCHAR), "
+    "output STRUCT(type VARCHAR, content STRUCT(type VARCHAR, text VARCHAR)[])[], "
+    "usage STRUCT(input_tokens BIGINT, output_tokens BIGINT, input_tokens_details STRUCT(cached_tokens BIGINT), "
+    f"output_tokens_details STRUCT(reasoning_tokens BIGINT)), {_BODY_ERROR})",
+    COMPLETIONS_URL: "STRUCT(model VARCHAR, choices STRUCT(text VARCHAR, finish_reason VARCHAR)[], "
+    "usage STRUCT(prompt_tokens BIGINT, completion_tokens BIGINT, prompt_tokens_details STRUCT(cached_tokens "
+    f"BIGINT)), {_BODY_ERROR})",
 }
 _ENDPOINT_FIELDS = {
     CHAT_COMPLETIONS_URL: """
+        response.body.usage.prompt_tokens AS prompt_tokens,
         response.body.usage.completion_tokens AS completion_tokens,
         response.body.usage.prompt_tokens_details.cached_tokens AS cached_tokens,
         response.body.usage.completion_tokens_details.reasoning_tokens AS reasoning_tokens,
@@ -100,12 +112,41 @@ _ENDPOINT_FIELDS = {
         response.body.choices[1].message.content AS content,
         NULL::FLOAT[] AS embedding""",
     EMBEDDINGS_URL: """
+        response.body.usage.prompt_tokens AS prompt_tokens,
         NULL::BIGINT AS completion_tokens,
         NULL::BIGINT AS cached_tokens,
         NULL::BIGINT AS reasoning_tokens,
         NULL::VARCHAR AS finish_reason,
         NULL::VARCHAR AS content,
         response.body.data[1].embedding AS embedding""",
+    # A Response's text is every output_text part of its message items, in order (what the SDKs'
+    # `output_text` joins). Its status maps onto chat's finish reasons: completed -> stop,
+    # incomplete for max_output_tokens -> length.
+    RESPONSES_URL: """
+        response.body.usage.input_tokens AS prompt_tokens,
+        response.body.usage.output_tokens AS completion_tokens,
+        response.body.usage.input_tokens_details.cached_tokens AS cached_tokens,
+        response.body.usage.output_tokens_details.reasoning_tokens AS reasoning_tokens,
+        CASE response.body.status
+            WHEN 'completed' THEN 'stop'
+            WHEN 'incomplete' THEN CASE response.body.incomplete_details.reason
+                WHEN 'max_output_tokens' THEN 'length' ELSE response.body.incomplete_details.reason END
+            ELSE response.body.status
+        END AS finish_reason,
+        array_to_string(flatten(list_transform(
+            list_filter(response.body.output, lambda item: item.type = 'message'),
+            lambda item: list_transform(list_filter(item.content, lambda part: part.type = 'output_text'),
+                                        lambda part: part.text)
+        )), '') AS content,
+        NULL::FLOAT[] AS embedding""",
+    COMPLETIONS_URL: """
+        response.body.usage.prompt_tokens AS prompt_tokens,
+        response.body.usage.completion_tokens AS completion_tokens,
+        response.body.usage.prompt_tokens_details.cached_tokens AS cached_tokens,
+        NULL::BIGINT AS reasoning_tokens,
+        response.body.choices[1].finish_reason AS finish_reason,
+        response.body.choices[1].text AS content,
+        NULL::FLOAT[] AS embedding""",
 }
 # When an id has several lines (should not happen), the lowest rank wins: a success beats a failure.
 _RANK = {"succeeded": 0, "http_error": 1, "expired": 2, "cancelled": 3, "missing": 4}
@@ -135,7 +176,6 @@ def _read_lines(url: str, paths: list[Path]) -> pl.DataFrame:
             coalesce(error.code, response.body.error.code, response.body.error.type) AS error_code,
             coalesce(error.message, response.body.error.message) AS error_message,
             response.body.model AS response_model,
-            response.body.usage.prompt_tokens AS prompt_tokens,
             {_ENDPOINT_FIELDS[url]}
         FROM read_json($paths, format='newline_delimited', ignore_errors=true, columns={columns})
     """
@@ -203,7 +243,7 @@ def parse_batch_results(
 ) -> pl.DataFrame:
     """One row per expected custom_id with ``RESULT_SCHEMA`` columns, in no particular order.
 
-    ``url`` is the batch endpoint (``/v1/chat/completions`` or ``/v1/embeddings``). ``output_path``
+    ``url`` is the batch endpoint (one of ``protocol.SUPPORTED_URLS``). ``output_path``
     / ``error_path`` are the downloaded files, or None when the batch has none (e.g. every line
     failed: ``output_file_id`` is null). A path that is given must exist; an empty file is fine.
     ``batch_status`` must be terminal. For a ``failed`` batch, pass the first of ``batch.errors``

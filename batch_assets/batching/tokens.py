@@ -37,6 +37,16 @@ with tiktoken" formula, verified there against the API for gpt-3.5/gpt-4/gpt-4o/
   ``text`` formats add nothing.
 
 Both are the same for every request of a file: :func:`chat_overhead_tokens` computes them once.
+
+Responses API requests (``/v1/responses``) are counted with the same cookbook formula over the
+messages the request amounts to (:func:`responses_chat_messages`): ``instructions`` as one
+developer message (the API reference calls it "equivalent to a text input with the developer
+role"), a text ``input`` as one user message, a list ``input`` message by message with its text
+parts, plus the ``text.format`` JSON schema by the rule above. OpenAI publishes no formula for the
+Responses API; the cookbook one is the documented overhead of the same chat models, so it is the
+estimate used here.
+
+Legacy completions (``/v1/completions``) bill the tokens of ``prompt`` with no message overhead.
 """
 
 from __future__ import annotations
@@ -58,7 +68,13 @@ import orjson
 import tiktoken
 import tiktoken_ext.openai_public as _openai_public
 
-from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL, SUPPORTED_URLS
+from batch_assets.batching.protocol import (
+    CHAT_COMPLETIONS_URL,
+    COMPLETIONS_URL,
+    EMBEDDINGS_URL,
+    RESPONSES_URL,
+    SUPPORTED_URLS,
+)
 
 O200K_BASE: Final = "o200k_base"
 CL100K_BASE: Final = "cl100k_base"
@@ -352,9 +368,9 @@ def count_chat_tokens(
     return [total + sum(counts[k] for k in ids) for total, ids in zip(totals, owners, strict=True)]
 
 
-def embedding_inputs(body: Mapping[str, Any]) -> list[str] | list[list[int]]:
-    """The inputs of an embeddings body as a list (a str input is one input)."""
-    value = body.get("input")
+def _texts_or_token_ids(value: Any, what: str) -> list[str] | list[list[int]]:
+    """A text, texts, token ids or lists of token ids (how embeddings `input` and completions `prompt`
+    may come) as a list of inputs."""
     if isinstance(value, str):
         return [value]
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
@@ -363,7 +379,60 @@ def embedding_inputs(body: Mapping[str, Any]) -> list[str] | list[list[int]]:
         return [value]  # one input given as token ids
     if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
         return value  # several inputs given as token ids
-    raise ValueError(f"embeddings body 'input' must be a non-empty str or list, got {value!r:.80}")
+    raise ValueError(f"{what} must be a non-empty str or list, got {value!r:.80}")
+
+
+def embedding_inputs(body: Mapping[str, Any]) -> list[str] | list[list[int]]:
+    """The inputs of an embeddings body as a list (a str input is one input)."""
+    return _texts_or_token_ids(body.get("input"), "embeddings body 'input'")
+
+
+def responses_chat_messages(
+    input_: str | Sequence[Mapping[str, Any]], instructions: str | None = None
+) -> list[dict[str, Any]]:
+    """The chat messages a Responses API request amounts to, for counting (see the module docstring).
+
+    ``input_`` is a text or a list of ``{role, content}`` messages (``type: "message"`` optional)
+    whose content is a text or a list of ``input_text`` / ``output_text`` parts.
+    """
+    messages: list[dict[str, Any]] = []
+    if instructions is not None:
+        messages.append({"role": "developer", "content": instructions})
+    if isinstance(input_, str):
+        messages.append({"role": "user", "content": input_})
+        return messages
+    if isinstance(input_, bytes) or not isinstance(input_, Sequence):
+        raise ValueError(f"a Responses input must be a str or a list of messages, got {type(input_).__name__}")
+    for i, item in enumerate(input_):
+        if not isinstance(item, Mapping) or item.get("type", "message") != "message" or "role" not in item:
+            kind = item.get("type") if isinstance(item, Mapping) else type(item).__name__
+            raise ValueError(f"Responses input item {i} of type {kind!r} cannot be counted offline; "
+                             "only messages ({'role', 'content'}) are supported")
+        content = item.get("content")
+        if isinstance(content, list):
+            content = [
+                {"type": "text", "text": part.get("text")}
+                if isinstance(part, Mapping) and part.get("type") in ("input_text", "output_text") else part
+                for part in content
+            ]
+        messages.append({"role": item["role"], "content": content})
+    return messages
+
+
+def count_responses_tokens(
+    inputs: Sequence[str | Sequence[Mapping[str, Any]]],
+    model: str,
+    *,
+    instructions: str | None = None,
+    text_format: Mapping[str, Any] | None = None,
+    num_threads: int | None = None,
+) -> list[int]:
+    """Input tokens of each Responses API request (``input`` plus the shared ``instructions`` and the
+    shared ``text.format`` schema, counted once)."""
+    counts = count_chat_tokens([responses_chat_messages(x, instructions) for x in inputs], model,
+                               num_threads=num_threads)
+    overhead = chat_overhead_tokens(model, response_format=_responses_format_as_chat({"text": {"format": text_format}}))
+    return [c + overhead for c in counts] if overhead else counts
 
 
 def count_request_tokens(
@@ -373,7 +442,8 @@ def count_request_tokens(
 
     Embeddings: the tokens of ``input`` (str, list of str, or token ids). Chat completions: the
     message formula, plus each body's ``response_format`` schema and ``tools`` (counted once per distinct
-    value). Bodies of several models are grouped and counted per model.
+    value). Responses: the message formula over ``instructions`` + ``input``, plus its ``text.format``
+    schema. Completions: the tokens of ``prompt``. Bodies of several models are grouped and counted per model.
     """
     if url not in SUPPORTED_URLS:
         raise ValueError(f"unsupported endpoint {url!r}; supported: {', '.join(SUPPORTED_URLS)}")
@@ -385,16 +455,25 @@ def count_request_tokens(
         by_model.setdefault(model, []).append(i)
     result = [0] * len(bodies)
     for model, positions in by_model.items():
+        group = [bodies[i] for i in positions]
         if url == CHAT_COMPLETIONS_URL:
-            if any("messages" not in bodies[i] for i in positions):
+            if any("messages" not in body for body in group):
                 raise ValueError("a chat completions body has no 'messages'")
-            counts = count_chat_tokens([bodies[i]["messages"] for i in positions], model,
-                                       num_threads=num_threads)
-            counts = [c + o for c, o in zip(counts, _chat_overheads([bodies[i] for i in positions], model),
-                                            strict=True)]
+            counts = count_chat_tokens([body["messages"] for body in group], model, num_threads=num_threads)
+            counts = [c + o for c, o in zip(counts, _chat_overheads(group, model), strict=True)]
+        elif url == RESPONSES_URL:
+            if any("input" not in body for body in group):
+                raise ValueError("a Responses body has no 'input'")
+            counts = count_chat_tokens([responses_chat_messages(body["input"], body.get("instructions"))
+                                        for body in group], model, num_threads=num_threads)
+            as_chat = [{"response_format": _responses_format_as_chat(body)} for body in group]
+            counts = [c + o for c, o in zip(counts, _chat_overheads(as_chat, model), strict=True)]
+        elif url == COMPLETIONS_URL:
+            counts = _count_inputs([_texts_or_token_ids(body.get("prompt"), "completions body 'prompt'")
+                                    for body in group], model, num_threads)
         else:
             assert url == EMBEDDINGS_URL
-            counts = _count_embedding_inputs([bodies[i] for i in positions], model, num_threads)
+            counts = _count_inputs([embedding_inputs(body) for body in group], model, num_threads)
         for i, c in zip(positions, counts, strict=True):
             result[i] = c
     return result
@@ -416,13 +495,22 @@ def _chat_overheads(bodies: Sequence[Mapping[str, Any]], model: str) -> list[int
     return overheads
 
 
-def _count_embedding_inputs(
-    bodies: Sequence[Mapping[str, Any]], model: str, num_threads: int | None
+def _responses_format_as_chat(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A Responses body's ``text.format`` JSON schema in chat's ``response_format`` shape (same rule)."""
+    text = body.get("text")
+    fmt = text.get("format") if isinstance(text, Mapping) else None
+    if not isinstance(fmt, Mapping) or fmt.get("type") != "json_schema":
+        return None
+    return {"type": "json_schema", "json_schema": {"name": fmt.get("name"), "schema": fmt.get("schema")}}
+
+
+def _count_inputs(
+    inputs_per_body: Sequence[list[str] | list[list[int]]], model: str, num_threads: int | None
 ) -> list[int]:
+    """Tokens per body of texts (encoded) and token-id lists (counted as they are)."""
     texts: list[str] = []
     spans: list[tuple[int, int, int]] = []  # (start, end) in texts, + tokens given as ids
-    for body in bodies:
-        inputs = embedding_inputs(body)
+    for inputs in inputs_per_body:
         start = len(texts)
         id_tokens = 0
         for item in inputs:

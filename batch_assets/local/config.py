@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-DEFAULT_STATE_DIR = Path(".batch_assets") / "local_api"
+DEFAULT_DATA_DIR = Path(".batch_assets")
+DEFAULT_STATE_DIR = DEFAULT_DATA_DIR / "local_api"
+
+
+def data_dir_from_env(env: Mapping[str, str] | None = None) -> Path:
+    """The platform's data folder: ``BATCH_ASSETS_DATA_DIR``, else ``.batch_assets`` (absolute)."""
+    env = os.environ if env is None else env
+    return Path(env.get("BATCH_ASSETS_DATA_DIR") or DEFAULT_DATA_DIR).resolve()
+
+
+def local_state_dir_from_env(env: Mapping[str, str] | None = None) -> Path:
+    """The local engine's state folder, the one rule Dagster and ``local-api serve`` share:
+    ``BATCH_ASSETS_LOCAL_STATE_DIR``, else ``<data folder>/local_api`` (absolute)."""
+    env = os.environ if env is None else env
+    return Path(env.get("BATCH_ASSETS_LOCAL_STATE_DIR") or data_dir_from_env(env) / "local_api").resolve()
 DEFAULT_COMPLETION_WINDOW_SECONDS = 24 * 3600.0
 # A worker with nothing to do waits this long for new batches before it exits.
 DEFAULT_WORKER_IDLE_SECONDS = 60.0
@@ -66,8 +81,9 @@ class EngineConfig:
         }
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> EngineConfig:
-        """Reads BATCH_ASSETS_LOCAL_* variables; unset ones keep their defaults."""
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> EngineConfig:
+        """Reads BATCH_ASSETS_LOCAL_* variables (and BATCH_ASSETS_DATA_DIR for the state folder, see
+        :func:`local_state_dir_from_env`); unset ones keep their defaults."""
         env = os.environ if environ is None else environ
 
         def number(name: str, cast: type, default: Any) -> Any:
@@ -91,7 +107,7 @@ class EngineConfig:
             lost_create_responses=number("BATCH_ASSETS_LOCAL_LOSE_CREATE_RESPONSES", int, 0),
         )
         return cls(
-            state_dir=Path(env.get("BATCH_ASSETS_LOCAL_STATE_DIR") or DEFAULT_STATE_DIR),
+            state_dir=local_state_dir_from_env(env),
             model_backend=env.get("BATCH_ASSETS_LOCAL_MODELS") or "real",  # type: ignore[arg-type]
             completion_window_seconds=number(
                 "BATCH_ASSETS_LOCAL_COMPLETION_WINDOW_SECONDS", float, DEFAULT_COMPLETION_WINDOW_SECONDS

@@ -1,6 +1,9 @@
-"""Executes embeddings and chat request bodies on the local models, answering as OpenAI would.
+"""Executes request bodies on the local models, answering as OpenAI would.
 
-Shared by the batch worker and the synchronous endpoints, so both give identical answers.
+Shared by the batch worker and the synchronous endpoints, so both give identical answers:
+:func:`embed_many` for embeddings, :func:`answer_one` for every other endpoint (chat completions
+run on the chat model; Responses and legacy completions are converted around it in
+:mod:`batch_assets.local.endpoints`).
 """
 
 from __future__ import annotations
@@ -13,32 +16,41 @@ from typing import Any
 
 import numpy as np
 
+from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, COMPLETIONS_URL, RESPONSES_URL
+from batch_assets.local import endpoints
+from batch_assets.local.errors import (
+    InvalidRequest,
+    bounded_int,
+    bounded_number,
+    error_body,
+    invalid_type,
+    invalid_value,
+    missing_parameter,
+    unsupported_parameter,
+)
 from batch_assets.local.models import LocalModels
 
 Answer = tuple[int, dict[str, Any]]  # HTTP status, response body
 
+__all__ = ["Answer", "InvalidRequest", "answer_one", "answer_usage", "chat_complete", "embed_many", "error_body"]
 
-class InvalidRequest(ValueError):
-    """A request body OpenAI would answer with 400."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
-
-
-def error_body(message: str, *, type_: str = "invalid_request_error", param: str | None = None,
-               code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+CHAT_ROLES = ("system", "developer", "user", "assistant")
 
 
 def _invalid(exc: InvalidRequest) -> Answer:
-    return 400, error_body(str(exc), param=exc.param)
+    return exc.status, exc.body()
+
+
+def _require_model(body: dict[str, Any]) -> None:
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise InvalidRequest("you must provide a model parameter", "model")  # OpenAI's own words
 
 
 # -- embeddings ------------------------------------------------------------------------------------
 def _embedding_inputs(body: dict[str, Any]) -> list[str]:
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        raise InvalidRequest("you must provide a model parameter", "model")
+    _require_model(body)
+    if "input" not in body:
+        raise missing_parameter("input")
     raw = body.get("input")
     inputs = [raw] if isinstance(raw, str) else raw
     if not isinstance(inputs, list) or not inputs:
@@ -48,7 +60,7 @@ def _embedding_inputs(body: dict[str, Any]) -> list[str]:
     if any(text == "" for text in inputs):
         raise InvalidRequest("'input' cannot contain an empty string", "input")
     if body.get("encoding_format", "float") not in ("float", "base64"):
-        raise InvalidRequest("encoding_format must be 'float' or 'base64'", "encoding_format")
+        raise invalid_value("encoding_format", body["encoding_format"], ("float", "base64"))
     return inputs
 
 
@@ -105,55 +117,66 @@ def _encode_vector(vector: np.ndarray, as_base64: bool) -> list[float] | str:
 
 # -- chat ------------------------------------------------------------------------------------------
 def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("'messages' must be a non-empty array", "messages")
+    if "messages" not in body:
+        raise missing_parameter("messages")
+    messages = body["messages"]
+    if not isinstance(messages, list):
+        raise invalid_type("messages", "an array of objects", messages)
+    if not messages:
+        raise InvalidRequest("Invalid 'messages': empty array. Expected an array with minimum length 1, but got an "
+                             "empty array instead.", "messages", "empty_array")
     cleaned = []
     for position, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("system", "developer", "user", "assistant"):
-            raise InvalidRequest(f"messages[{position}] needs a role of system, developer, user or assistant",
-                                 f"messages[{position}].role")
+        where = f"messages[{position}]"
+        if not isinstance(message, dict):
+            raise invalid_type(where, "an object", message)
+        if message.get("role") not in CHAT_ROLES:
+            if "role" not in message:
+                raise missing_parameter(f"{where}.role")
+            raise invalid_value(f"{where}.role", message["role"], CHAT_ROLES,
+                                " (the local engine runs no tools, so no 'tool' messages)")
         content = message.get("content")
         if isinstance(content, list):  # content parts: keep the text ones
             content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
         if not isinstance(content, str):
-            raise InvalidRequest(f"messages[{position}].content must be a string", f"messages[{position}].content")
+            raise invalid_type(f"{where}.content", "one of a string or array of objects", content)
         role = "system" if message["role"] == "developer" else message["role"]
         cleaned.append({"role": role, "content": content})
     return cleaned
 
 
-def _optional_number(body: dict[str, Any], name: str, kind: type, low: float, high: float) -> Any:
-    value = body.get(name)
-    if value is None:
+def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    response_format = body.get("response_format")
+    if response_format is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise InvalidRequest(f"{name} must be a number between {low} and {high}", name)
-    return kind(value)
+    if not isinstance(response_format, dict):
+        raise invalid_type("response_format", "an object", response_format)
+    if response_format.get("type") not in ("text", "json_object", "json_schema"):
+        raise invalid_value("response_format.type", response_format.get("type"), ("text", "json_object", "json_schema"))
+    if response_format["type"] == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, dict):
+            raise missing_parameter("response_format.json_schema")
+        if not isinstance(spec.get("schema"), dict):
+            raise InvalidRequest("The local engine needs 'response_format.json_schema.schema' (a JSON schema object).",
+                                 "response_format.json_schema.schema")
+    return response_format
 
 
 def chat_complete(models: LocalModels, body: dict[str, Any]) -> Answer:
     try:
-        if not isinstance(body.get("model"), str) or not body["model"]:
-            raise InvalidRequest("you must provide a model parameter", "model")
+        _require_model(body)
         messages = _messages(body)
-        max_tokens = _optional_number(body, "max_completion_tokens", int, 1, 1 << 20)
+        max_tokens = bounded_int(body, "max_completion_tokens", 1)
         if max_tokens is None:
-            max_tokens = _optional_number(body, "max_tokens", int, 1, 1 << 20)
-        temperature = _optional_number(body, "temperature", float, 0, 2)
-        seed = _optional_number(body, "seed", int, -(1 << 63), (1 << 63) - 1)
+            max_tokens = bounded_int(body, "max_tokens", 1)
+        temperature = bounded_number(body, "temperature", 0, 2)
+        seed = bounded_int(body, "seed", -(1 << 63), (1 << 63) - 1)
         if body.get("n", 1) != 1:
-            raise InvalidRequest("the local engine supports n=1 only", "n")
-        response_format = body.get("response_format")
-        if response_format is not None and (
-            not isinstance(response_format, dict)
-            or response_format.get("type") not in ("text", "json_object", "json_schema")
-        ):
-            raise InvalidRequest("response_format.type must be text, json_object or json_schema", "response_format")
-        if response_format and response_format.get("type") == "json_schema":
-            schema = (response_format.get("json_schema") or {}).get("schema")
-            if not isinstance(schema, dict):
-                raise InvalidRequest("response_format.json_schema.schema must be an object", "response_format")
+            raise unsupported_parameter("n", "it answers one choice per request (n=1).")
+        if body.get("tools"):
+            raise unsupported_parameter("tools", "the local chat model runs no tools.")
+        response_format = _response_format(body)
     except InvalidRequest as exc:
         return _invalid(exc)
     try:
@@ -180,3 +203,34 @@ def chat_complete(models: LocalModels, body: dict[str, Any]) -> Answer:
         },
         "system_fingerprint": "local",
     }
+
+
+_CONVERSIONS = {
+    RESPONSES_URL: (endpoints.responses_request_to_chat, endpoints.chat_answer_to_response),
+    COMPLETIONS_URL: (endpoints.completions_request_to_chat, endpoints.chat_answer_to_completion),
+}
+
+
+def answer_one(models: LocalModels, endpoint: str, body: dict[str, Any]) -> Answer:
+    """Answers one request for any endpoint but embeddings (those go through :func:`embed_many`,
+    which batches texts across requests)."""
+    if endpoint == CHAT_COMPLETIONS_URL:
+        return chat_complete(models, body)
+    if endpoint not in _CONVERSIONS:
+        raise ValueError(f"answer_one does not run {endpoint!r}: embeddings go through embed_many")
+    to_chat, from_chat = _CONVERSIONS[endpoint]
+    try:
+        chat_body = to_chat(body)
+    except InvalidRequest as exc:
+        return _invalid(exc)
+    status, answer = chat_complete(models, chat_body)
+    return (status, from_chat(answer, body)) if status == 200 else (status, answer)
+
+
+def answer_usage(answer: Answer) -> tuple[int, int]:
+    """(input, output) tokens of a successful answer of any endpoint, for the batch's ``usage``:
+    chat, completions and embeddings say prompt/completion tokens, the Responses API input/output."""
+    usage = answer[1].get("usage") or {}
+    if "input_tokens" in usage:
+        return usage["input_tokens"], usage.get("output_tokens", 0)
+    return usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)

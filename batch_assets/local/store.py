@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS files (
     created_at INTEGER NOT NULL,
     filename TEXT NOT NULL,
     purpose TEXT NOT NULL,
-    deleted INTEGER NOT NULL DEFAULT 0
+    deleted INTEGER NOT NULL DEFAULT 0,
+    expires_at INTEGER
 );
 CREATE TABLE IF NOT EXISTS batches (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -49,7 +50,8 @@ CREATE TABLE IF NOT EXISTS batches (
     output_tokens INTEGER NOT NULL DEFAULT 0,
     settings TEXT NOT NULL,
     input_digest TEXT,
-    ending TEXT
+    ending TEXT,
+    output_expires_after INTEGER
 );
 CREATE INDEX IF NOT EXISTS batches_status ON batches(status);
 CREATE TABLE IF NOT EXISTS items (
@@ -61,7 +63,14 @@ CREATE TABLE IF NOT EXISTS items (
 );
 """
 
+# Columns added after the first release: a state folder made before them gets them on open.
+_ADDED_COLUMNS = {"files": {"expires_at": "INTEGER"}, "batches": {"output_expires_after": "INTEGER"}}
+
 ACTIVE_STATUSES = ("validating", "in_progress", "finalizing", "cancelling")
+# OpenAI: "files with purpose=batch expire after 30 days"; a batch's output and error files too,
+# unless the batch was created with `output_expires_after`.
+DEFAULT_FILE_EXPIRY_SECONDS = {"batch": 30 * 24 * 3600, "batch_output": 30 * 24 * 3600}
+_FILE_COLUMNS = "id, bytes, created_at, filename, purpose, expires_at"
 _BATCH_TIMESTAMP_FIELDS = (
     "in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at", "cancelled_at",
 )
@@ -82,12 +91,13 @@ class StoredFile:
     created_at: int
     filename: str
     purpose: str
+    expires_at: int | None = None
 
     def to_api(self) -> dict[str, Any]:
         return {
             "id": self.id, "object": "file", "bytes": self.bytes, "created_at": self.created_at,
-            "filename": self.filename, "purpose": self.purpose, "status": "processed",
-            "expires_at": None, "status_details": None,
+            "expires_at": self.expires_at, "filename": self.filename, "purpose": self.purpose,
+            "status": "processed", "status_details": None,
         }
 
 
@@ -100,6 +110,18 @@ class StateStore:
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._connection().executescript(_SCHEMA)  # idempotent; executescript manages its own commit
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        con = self._connection()
+        for table, columns in _ADDED_COLUMNS.items():
+            present = {row["name"] for row in con.execute(f"PRAGMA table_info({table})")}
+            for name, sql_type in columns.items():
+                if name not in present:
+                    try:
+                        con.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}")
+                    except sqlite3.OperationalError:  # another process added it first
+                        pass
 
     # -- connections ---------------------------------------------------------------------------
     def _connection(self) -> sqlite3.Connection:
@@ -130,53 +152,96 @@ class StateStore:
     def file_path(self, file_id: str) -> Path:
         return self.files_dir / file_id
 
-    def add_file(self, file_id: str, filename: str, purpose: str) -> StoredFile:
-        """Registers a file whose content is already at file_path(file_id)."""
-        stored = StoredFile(file_id, self.file_path(file_id).stat().st_size, now(), filename, purpose)
+    def add_file(self, file_id: str, filename: str, purpose: str, expires_after: int | None = None) -> StoredFile:
+        """Registers a file whose content is already at file_path(file_id).
+
+        It expires ``expires_after`` seconds after now, by default OpenAI's: 30 days for batch
+        inputs and outputs, never for the rest.
+        """
+        if purpose == "batch_error":  # OpenAI labels a batch's output and error files alike
+            purpose = "batch_output"
+        created = now()
+        if expires_after is None:
+            expires_after = DEFAULT_FILE_EXPIRY_SECONDS.get(purpose)
+        expires_at = None if expires_after is None else created + expires_after
+        stored = StoredFile(file_id, self.file_path(file_id).stat().st_size, created, filename, purpose, expires_at)
         with self.transaction() as con:
             con.execute(
-                "INSERT INTO files (id, bytes, created_at, filename, purpose) VALUES (?, ?, ?, ?, ?)",
-                (stored.id, stored.bytes, stored.created_at, stored.filename, stored.purpose),
+                "INSERT INTO files (id, bytes, created_at, filename, purpose, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (stored.id, stored.bytes, stored.created_at, stored.filename, stored.purpose, stored.expires_at),
             )
         return stored
 
+    _LIVE = "deleted = 0 AND (expires_at IS NULL OR expires_at > ?)"
+
     def get_file(self, file_id: str) -> StoredFile | None:
-        rows = self.read(
-            "SELECT id, bytes, created_at, filename, purpose FROM files WHERE id = ? AND deleted = 0", (file_id,)
-        )
+        """The file, unless it was deleted or has expired."""
+        rows = self.read(f"SELECT {_FILE_COLUMNS} FROM files WHERE id = ? AND {self._LIVE}", (file_id, now()))
         return StoredFile(*rows[0]) if rows else None
 
-    def list_files(self, purpose: str | None = None) -> list[StoredFile]:
-        sql = "SELECT id, bytes, created_at, filename, purpose FROM files WHERE deleted = 0"
-        params: tuple[Any, ...] = ()
+    def list_files(self, purpose: str | None = None, *, after: str | None = None, limit: int = 10_000,
+                   order: str = "desc") -> tuple[list[StoredFile], bool]:
+        """A page of live files in upload order (``desc``: newest first) after the file ``after``,
+        and whether more follow. Rows are never removed (deletion is a flag), so rowid is upload order."""
+        if order not in ("asc", "desc"):
+            raise ValueError(f"order must be 'asc' or 'desc', got {order!r}")
+        sql = f"SELECT {_FILE_COLUMNS} FROM files WHERE {self._LIVE}"
+        params: list[Any] = [now()]
         if purpose:
             sql += " AND purpose = ?"
-            params = (purpose,)
-        return [StoredFile(*row) for row in self.read(sql + " ORDER BY created_at DESC, id DESC", params)]
+            params.append(purpose)
+        if after:
+            sql += f" AND rowid {'<' if order == 'desc' else '>'} (SELECT rowid FROM files WHERE id = ?)"
+            params.append(after)
+        sql += f" ORDER BY rowid {order.upper()} LIMIT ?"
+        params.append(limit + 1)
+        rows = [StoredFile(*row) for row in self.read(sql, tuple(params))]
+        return rows[:limit], len(rows) > limit
 
     def delete_file(self, file_id: str) -> bool:
         with self.transaction() as con:
-            changed = con.execute("UPDATE files SET deleted = 1 WHERE id = ? AND deleted = 0", (file_id,)).rowcount
+            changed = con.execute(f"UPDATE files SET deleted = 1 WHERE id = ? AND {self._LIVE}",
+                                  (file_id, now())).rowcount
         if changed:
             self.file_path(file_id).unlink(missing_ok=True)
         return bool(changed)
 
+    def purge_expired_files(self) -> int:
+        """Removes the content of expired files that no unfinished batch still reads, and uploads a
+        killed process left half-written (``*.part`` untouched for a day). Returns how many files."""
+        stale = time.time() - 24 * 3600
+        for partial in self.files_dir.glob("*.part"):
+            try:
+                if partial.stat().st_mtime < stale:
+                    partial.unlink()
+            except FileNotFoundError:  # finished or removed meanwhile
+                pass
+        marks = ",".join("?" * len(ACTIVE_STATUSES))
+        with self.transaction() as con:
+            ids = [row[0] for row in con.execute(
+                "SELECT id FROM files WHERE deleted = 0 AND expires_at IS NOT NULL AND expires_at <= ? AND id NOT IN"
+                f" (SELECT input_file_id FROM batches WHERE status IN ({marks}))", (now(), *ACTIVE_STATUSES))]
+            con.executemany("UPDATE files SET deleted = 1 WHERE id = ?", [(file_id,) for file_id in ids])
+        for file_id in ids:
+            self.file_path(file_id).unlink(missing_ok=True)
+        return len(ids)
+
     # -- batches -------------------------------------------------------------------------------
     def add_batch(
         self, *, endpoint: str, input_file_id: str, completion_window: str, window_seconds: float,
-        metadata: dict[str, str] | None, settings: dict[str, Any],
+        metadata: dict[str, str] | None, settings: dict[str, Any], output_expires_after: int | None = None,
     ) -> dict[str, Any]:
         batch_id = new_id("batch_")
         created = now()
         with self.transaction() as con:
             con.execute(
-                "INSERT INTO batches (id, status, endpoint, input_file_id, completion_window, created_at,"
-                " expires_at, metadata, settings) VALUES (?, 'validating', ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO batches (id, status, endpoint, input_file_id, completion_window, created_at, expires_at,"
+                " metadata, settings, output_expires_after) VALUES (?, 'validating', ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     batch_id, endpoint, input_file_id, completion_window, created,
                     created + max(1, round(window_seconds)),
                     orjson.dumps(metadata).decode() if metadata is not None else None,
-                    orjson.dumps(settings).decode(),
+                    orjson.dumps(settings).decode(), output_expires_after,
                 ),
             )
         return self.get_batch_row(batch_id)  # type: ignore[return-value]
@@ -215,7 +280,15 @@ class StateStore:
             sql += f" AND status IN ({','.join('?' * len(only_if_status))})"
             values.extend(only_if_status)
         with self.transaction() as con:
-            return con.execute(sql, tuple(values)).rowcount > 0
+            changed = con.execute(sql, tuple(values)).rowcount > 0
+            if changed and ("output_file_id" in fields or "error_file_id" in fields):
+                # The batch's result files expire as its creator asked (`output_expires_after`).
+                con.execute(
+                    "UPDATE files SET expires_at = created_at + (SELECT output_expires_after FROM batches WHERE id = ?)"
+                    " WHERE id IN (?, ?) AND (SELECT output_expires_after FROM batches WHERE id = ?) IS NOT NULL",
+                    (batch_id, fields.get("output_file_id"), fields.get("error_file_id"), batch_id),
+                )
+            return changed
 
     # -- per-item results ------------------------------------------------------------------------
     def done_line_numbers(self, batch_id: str) -> set[int]:

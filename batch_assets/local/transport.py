@@ -5,18 +5,15 @@ openai 3.x builds on the `httpx2` package; this transport is an `httpx2.BaseTran
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 
 import httpx2
 import openai
 
-from batch_assets.local.api import ApiRequest, LocalBatchAPI
+from batch_assets.local.api import ApiRequest, ChunkReader, LocalBatchAPI
 from batch_assets.local.config import EngineConfig
 
 LOCAL_BASE_URL = "http://local-batch-api/v1"
-# Request bodies above this size are spooled to a temporary file instead of memory.
-SPOOL_BYTES = 8 << 20
 
 
 class _ByteStream(httpx2.SyncByteStream):
@@ -37,21 +34,15 @@ class LocalTransport(httpx2.BaseTransport):
         self.api = api
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
-        for chunk in request.stream:  # type: ignore[union-attr]
-            body.write(chunk)
-        body.seek(0)
+        # The body is pulled from the SDK's stream only as the handler reads it (never spooled ahead).
         api_request = ApiRequest(
             method=request.method,
             path=request.url.path,
             query=dict(request.url.params),
             headers={k.lower(): v for k, v in request.headers.items()},
-            body=body,  # type: ignore[arg-type]
+            body=ChunkReader.from_iterable(request.stream),
         )
-        try:
-            response = self.api.handle(api_request)
-        finally:
-            body.close()
+        response = self.api.handle(api_request)
         if isinstance(response.body, bytes | bytearray):
             return httpx2.Response(response.status, headers=response.headers, content=bytes(response.body))
         return httpx2.Response(response.status, headers=response.headers, stream=_ByteStream(response.body))

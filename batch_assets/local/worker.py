@@ -31,7 +31,7 @@ from batch_assets.batching.protocol import (
     MAX_REQUESTS_PER_FILE,
 )
 from batch_assets.local.config import FaultConfig
-from batch_assets.local.execute import Answer, chat_complete, embed_many, error_body
+from batch_assets.local.execute import Answer, answer_one, answer_usage, embed_many, error_body
 from batch_assets.local.models import LocalModels
 from batch_assets.local.store import StateStore, new_id, now
 
@@ -131,8 +131,7 @@ def _result_line(custom_id: str, answer: Answer) -> bytes:
 
 
 def _usage(answer: Answer) -> tuple[int, int]:
-    usage = answer[1].get("usage") or {}
-    return usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+    return answer_usage(answer)
 
 
 class BatchRunner:
@@ -226,7 +225,7 @@ class BatchRunner:
                 answers[i] = answer
         else:
             for i in todo:
-                answers[i] = chat_complete(models, chunk[i][2])
+                answers[i] = answer_one(models, endpoint, chunk[i][2])
         return answers  # type: ignore[return-value]
 
     def _finalize(self, batch_id: str) -> None:

@@ -156,7 +156,7 @@ def test_a_request_too_big_for_any_file_says_what_to_do(
 
 
 def test_unsupported_url_and_bad_stem(tmp_path: Path) -> None:
-    bad = PreparedRequest("a", "/v1/responses", "gpt-4o", {"model": "gpt-4o"}, 1)
+    bad = PreparedRequest("a", "/v1/moderations", "gpt-4o", {"model": "gpt-4o"}, 1)
     with pytest.raises(ValueError, match="unsupported endpoint"):
         write_request_files([bad], tmp_path, limits=BatchLimits(), file_stem="u")
     with pytest.raises(ValueError, match="file_stem"):

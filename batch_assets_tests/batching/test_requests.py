@@ -157,7 +157,7 @@ def test_request_line_validation() -> None:
     with pytest.raises(ValueError, match="custom_id"):
         request_line("x" * 65, EMBEDDINGS_URL, body)
     with pytest.raises(ValueError, match="unsupported endpoint"):
-        request_line("a", "/v1/completions", body)
+        request_line("a", "/v1/moderations", body)
     with pytest.raises(ValueError, match="messages"):
         request_line("a", CHAT_COMPLETIONS_URL, body)
     with pytest.raises(ValueError, match="input"):

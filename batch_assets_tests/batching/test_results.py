@@ -252,7 +252,7 @@ def test_expected_ids_as_series_and_validation(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not terminal"):
         parse(CHAT_COMPLETIONS_URL, ["a"], output, None, status="in_progress")
     with pytest.raises(ValueError, match="unsupported batch endpoint"):
-        parse("/v1/responses", ["a"], output, None)
+        parse("/v1/moderations", ["a"], output, None)
 
 
 def test_summary_and_usage_totals_per_model(tmp_path: Path) -> None:

@@ -154,7 +154,7 @@ def test_count_request_tokens_embeddings_and_chat_by_each_bodys_model() -> None:
 
 def test_count_request_tokens_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="unsupported endpoint"):
-        T.count_request_tokens("/v1/responses", [])
+        T.count_request_tokens("/v1/moderations", [])
     with pytest.raises(ValueError, match="no 'model'"):
         T.count_request_tokens(EMBEDDINGS_URL, [{"input": "x"}])
     with pytest.raises(ValueError, match="'messages'"):

@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import openai
 import pytest
-import uvicorn
 
 from batch_assets.local.api import LocalBatchAPI
 from batch_assets.local.config import EngineConfig
-from batch_assets.local.server import LocalBatchASGIApp
 from batch_assets.local.transport import local_openai_client
-from batch_assets_tests.local.helpers import free_port
+from batch_assets_tests.local.helpers import LocalServer
 
 ClientFactory = Callable[..., openai.OpenAI]
-
-
-
-class _Server:
-    def __init__(self, api: LocalBatchAPI) -> None:
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(LocalBatchASGIApp(api), host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert self.server.started, "the local API server did not start"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(params=["in_process", "http"])
@@ -50,7 +28,7 @@ def make_http_client(tmp_path: Path) -> Iterator[ClientFactory]:
 
 
 def _client_factory(mode: str, tmp_path: Path) -> Iterator[ClientFactory]:
-    servers: list[_Server] = []
+    servers: list[LocalServer] = []
 
     def factory(*, token: str | None = None, client_token: str | None = None, max_retries: int = 2,
                 **config_fields: object) -> openai.OpenAI:
@@ -59,7 +37,7 @@ def _client_factory(mode: str, tmp_path: Path) -> Iterator[ClientFactory]:
         config = EngineConfig(**config_fields)  # type: ignore[arg-type]
         if mode == "in_process":
             return local_openai_client(config, max_retries=max_retries)
-        server = _Server(LocalBatchAPI(config, token=token))
+        server = LocalServer(LocalBatchAPI(config, token=token))
         servers.append(server)
         return openai.OpenAI(api_key=client_token or token or "unused", max_retries=max_retries,
                              base_url=f"http://127.0.0.1:{server.port}/v1")

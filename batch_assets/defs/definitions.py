@@ -15,6 +15,9 @@ from batch_assets.pipelines.catalog import PIPELINES
 from batch_assets.pipelines.spec import PipelineSpec
 from batch_assets.settings import PlatformSettings
 
+# Every job's runs carry their provider, so the run queue can limit runs per provider (deploy/dagster.yaml).
+PROVIDER_TAG = "batch_assets/provider"
+
 
 def batch_api_resource(settings: PlatformSettings) -> BatchAPIResource:
     if settings.provider == "openai":
@@ -34,17 +37,18 @@ def build_definitions(settings: PlatformSettings | None = None,
                       pipelines: Sequence[PipelineSpec] = PIPELINES) -> dg.Definitions:
     settings = settings or PlatformSettings.from_env()
     partitions_def = monthly_partitions(settings)
+    run_tags = {PROVIDER_TAG: settings.provider}
     assets: list[dg.AssetsDefinition] = build_source_assets(partitions_def)
     jobs: list = []
     collect_jobs, submit_jobs = {}, {}
     for spec in pipelines:
-        pipeline_assets, pipeline_jobs = build_pipeline(spec, partitions_def)
+        pipeline_assets, pipeline_jobs = build_pipeline(spec, partitions_def, run_tags)
         assets += pipeline_assets
         jobs += pipeline_jobs.values()
         collect_jobs[spec.name] = pipeline_jobs["collect"]
         submit_jobs[spec.name] = pipeline_jobs["submit"]
     jobs.append(dg.define_asset_job(
-        "submit_month",
+        "submit_month", tags=run_tags,  # job tags are also run tags, for UI and API launches alike
         selection=dg.AssetSelection.assets(*{spec.source for spec in pipelines},
                                            *[spec.requests_asset for spec in pipelines],
                                            *[spec.batches_asset for spec in pipelines]),

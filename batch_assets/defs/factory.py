@@ -2,6 +2,7 @@
 
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
@@ -67,9 +68,9 @@ def _cost_metadata(prefix: str, cost: object) -> dict[str, float]:
             f"{prefix}_saving_usd": cost.saving_usd}  # type: ignore[attr-defined]
 
 
-def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition
-                   ) -> tuple[list[dg.AssetsDefinition], dict[str, AssetJob]]:
-    """The pipeline's four assets, and its `submit` and `collect` jobs."""
+def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition,
+                   run_tags: Mapping[str, str] | None = None) -> tuple[list[dg.AssetsDefinition], dict[str, AssetJob]]:
+    """The pipeline's four assets, and its `submit` and `collect` jobs (their runs carry `run_tags`)."""
     if spec.output_schema is not None:
         warehouse.register_table(spec.output_table, dict(spec.output_schema), spec.output_key or ("month",))
     config_class = settings_config_class(spec)
@@ -163,11 +164,11 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition
 
     jobs = {
         "submit": dg.define_asset_job(
-            f"{spec.name}_submit", selection=[spec.source, spec.requests_asset, spec.batches_asset],
+            f"{spec.name}_submit", selection=[spec.source, spec.requests_asset, spec.batches_asset], tags=run_tags,
             description=f"{spec.name}: load the month's {spec.source}, write request files, submit batches. "
                         "The batch sensor collects the results when the batches end."),
         "collect": dg.define_asset_job(
-            f"{spec.name}_collect", selection=[spec.results_asset, spec.output_table],
+            f"{spec.name}_collect", selection=[spec.results_asset, spec.output_table], tags=run_tags,
             description=f"{spec.name}: download and parse finished batches into DuckDB (the sensor launches it)."),
     }
     return [requests, batches, results, output], jobs

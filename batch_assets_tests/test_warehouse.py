@@ -260,3 +260,18 @@ def test_label_accuracy_and_confusion(con: duckdb.DuckDBPyConnection) -> None:
 def test_reads_refuse_unknown_tables(con: duckdb.DuckDBPyConnection) -> None:
     with pytest.raises(WarehouseError, match="use one of raw_documents"):
         wh.read_table(con, "embeddings")
+
+
+def test_a_user_reads_results_as_polars_with_duckdbs_own_pl(tmp_path: Path) -> None:
+    path = tmp_path / "warehouse.duckdb"
+    con = wh.connect(path)
+    wh.replace_partition(con, "document_embeddings", MARCH, embeddings(["a", "b"], [[1.0, 0.0], [0.0, 1.0]]))
+    wh.replace_partition(con, "batch_costs", MARCH, costs(["b1"]), pipeline="embeddings")
+    con.close()
+    with duckdb.connect(str(path), read_only=True) as reader:  # as in the README, from the project's environment
+        vectors = reader.sql("SELECT document_id, embedding FROM document_embeddings ORDER BY document_id").pl()
+        spent = reader.sql("SELECT pipeline, sum(batch_usd) AS usd FROM batch_costs GROUP BY ALL").pl()
+    assert isinstance(vectors, pl.DataFrame)
+    assert vectors.schema["embedding"] == pl.Array(pl.Float32, 2)
+    assert vectors["embedding"].to_list() == [[1.0, 0.0], [0.0, 1.0]]
+    assert spent.to_dicts() == [{"pipeline": "embeddings", "usd": 1.0}]

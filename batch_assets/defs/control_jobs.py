@@ -1,6 +1,6 @@
 """Jobs a user launches by hand from the launchpad: cancel a month's batches."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import dagster as dg
 import pydantic
@@ -10,7 +10,7 @@ from batch_assets.pipelines.control import cancel_month
 from batch_assets.sources import month_start
 
 
-def build_cancel_job(pipeline_names: Sequence[str]) -> dg.JobDefinition:
+def build_cancel_job(pipeline_names: Sequence[str], run_tags: Mapping[str, str] | None = None) -> dg.JobDefinition:
     names = tuple(pipeline_names)
 
     class CancelConfig(dg.Config):
@@ -36,8 +36,9 @@ def build_cancel_job(pipeline_names: Sequence[str]) -> dg.JobDefinition:
         context.add_output_metadata({"cancelled_batches": list(outcome.cancelled_batches),
                                      "dropped_files": outcome.dropped_files, "summary": outcome.describe()})
 
-    @dg.job(name="cancel_month", description="Cancel a pipeline-month's batches: set pipeline and month in the "
-                                             "launchpad (ops: cancel_batches: config).")
+    @dg.job(name="cancel_month", tags=run_tags,
+            description="Cancel a pipeline-month's batches: set pipeline and month in the launchpad "
+                        "(ops: cancel_batches: config).")
     def cancel_job() -> None:
         cancel_batches()
 

@@ -16,6 +16,9 @@ from batch_assets.pipelines.catalog import PIPELINES
 from batch_assets.pipelines.spec import PipelineSpec
 from batch_assets.settings import PlatformSettings
 
+# Every job's runs carry their provider, so the run queue can limit runs per provider (deploy/dagster.yaml).
+PROVIDER_TAG = "batch_assets/provider"
+
 
 def batch_api_resource(settings: PlatformSettings) -> BatchAPIResource:
     if settings.provider == "openai":
@@ -35,18 +38,20 @@ def build_definitions(settings: PlatformSettings | None = None,
                       pipelines: Sequence[PipelineSpec] = PIPELINES) -> dg.Definitions:
     settings = settings or PlatformSettings.from_env()
     partitions_def = monthly_partitions(settings)
+    run_tags = {PROVIDER_TAG: settings.provider}
     assets: list[dg.AssetsDefinition] = build_source_assets(partitions_def)
     asset_checks: list[dg.AssetChecksDefinition] = []
-    jobs: list = [build_cancel_job([spec.name for spec in pipelines])]
+    jobs: list = [build_cancel_job([spec.name for spec in pipelines], run_tags)]
     pipeline_jobs, submit_jobs = {}, {}
     for spec in pipelines:
-        pipeline_assets, pipeline_checks, pipeline_jobs[spec.name] = build_pipeline(spec, partitions_def, settings)
+        pipeline_assets, pipeline_checks, pipeline_jobs[spec.name] = build_pipeline(spec, partitions_def, settings,
+                                                                                    run_tags)
         assets += pipeline_assets
         asset_checks += pipeline_checks
         jobs += pipeline_jobs[spec.name].values()
         submit_jobs[spec.name] = pipeline_jobs[spec.name]["submit"]
     jobs.append(dg.define_asset_job(
-        "submit_month",
+        "submit_month", tags=run_tags,  # job tags are also run tags, for UI and API launches alike
         selection=dg.AssetSelection.assets(*{spec.source for spec in pipelines},
                                            *[spec.requests_asset for spec in pipelines],
                                            *[spec.batches_asset for spec in pipelines]),

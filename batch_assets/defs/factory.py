@@ -6,7 +6,7 @@ run of any later release (or a run with other config) collects and builds output
 
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
@@ -118,9 +118,11 @@ def _check_results(report: MonthReport) -> Iterator[dg.AssetCheckResult]:
                   "final_by_attempt": report.by_attempt})
 
 
-def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, platform: PlatformSettings
+def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, platform: PlatformSettings,
+                   run_tags: Mapping[str, str] | None = None
                    ) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition], dict[str, AssetJob]]:
-    """The pipeline's four assets, its progress check, and its `submit`, `collect` and `resubmit` jobs."""
+    """The pipeline's four assets, its checks, and its `submit`, `collect` and `resubmit` jobs (their runs carry
+    `run_tags`)."""
     if spec.output_schema is not None:
         warehouse.register_table(spec.output_table, dict(spec.output_schema), spec.output_key or ("month",))
     config_class = settings_config_class(spec, platform)
@@ -286,15 +288,15 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
 
     jobs = {
         "submit": dg.define_asset_job(
-            f"{spec.name}_submit", selection=[spec.source, spec.requests_asset, spec.batches_asset],
+            f"{spec.name}_submit", selection=[spec.source, spec.requests_asset, spec.batches_asset], tags=run_tags,
             description=f"{spec.name}: load the month's {spec.source}, plan the requests, submit batches. "
                         "The batch sensor collects the results when the batches end and retries what failed."),
         "collect": dg.define_asset_job(
-            f"{spec.name}_collect", selection=[spec.results_asset, spec.output_table],
+            f"{spec.name}_collect", selection=[spec.results_asset, spec.output_table], tags=run_tags,
             description=f"{spec.name}: download and parse ended batches into DuckDB and plan retries "
                         "(the batch sensor launches it)."),
         "resubmit": dg.define_asset_job(
-            f"{spec.name}_resubmit", selection=[spec.batches_asset],
+            f"{spec.name}_resubmit", selection=[spec.batches_asset], tags=run_tags,
             description=f"{spec.name}: submit the month's planned attempt (the batch sensor launches it for "
                         "retries; it also finishes a submission a crashed run left half done)."),
     }

@@ -55,8 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     search.set_defaults(run=_search)
 
     from batch_assets.batches_cli import add_commands
+    from batch_assets.costs_cli import add_command
 
     add_commands(commands)
+    add_command(commands)
     return parser
 
 

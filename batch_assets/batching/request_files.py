@@ -429,3 +429,20 @@ def prepare_responses_requests(
                 yield PreparedRequest(cid, RESPONSES_URL, model, body, tokens, 1, item_id)
 
     return generate()
+
+
+def reread_requests(path: Path, url: str, model: str,
+                    wanted: Mapping[str, tuple[str, int]]) -> Iterator[PreparedRequest]:
+    """The requests of a written file whose custom_id is in ``wanted`` (custom_id -> (item_id, input tokens)),
+    exactly as written: their bodies serialise to the same bytes, so they keep their body hashes."""
+    embeddings = url == EMBEDDINGS_URL
+    with open(path, "rb") as handle:
+        for raw in handle:
+            line = orjson.loads(raw)
+            match = wanted.get(line["custom_id"])
+            if match is None:
+                continue
+            body = line["body"]
+            inputs = body.get("input") if embeddings else None
+            yield PreparedRequest(line["custom_id"], line["url"], model, body, int(match[1] or 0),
+                                  len(inputs) if isinstance(inputs, list) else 1, match[0])

@@ -73,7 +73,7 @@ def build_definitions(settings: PlatformSettings | None = None,
         jobs=jobs,
         schedules=schedules,
         sensors=[build_batch_sensor(pipelines, pipeline_jobs, settings.sensor_interval_seconds,
-                                    settings.stall_after_hours)],
+                                    settings.stall_after_hours, settings.enqueued_token_limits)],
         resources={
             "batch_api": batch_api_resource(settings),
             "warehouse_db": WarehouseResource(duckdb_path=str(settings.duckdb_path), data_dir=str(settings.data_dir)),

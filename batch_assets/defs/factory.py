@@ -13,7 +13,10 @@ import dagster as dg
 import pydantic
 
 from batch_assets import warehouse
+from batch_assets.batching.money import describe_cost
+from batch_assets.batching.pricing import Cost
 from batch_assets.batching.protocol import EMBEDDINGS_URL, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
+from batch_assets.batching.queue_limits import limit_for
 from batch_assets.batching.request_files import BatchLimits
 from batch_assets.defs.partitions import partition_month
 from batch_assets.defs.resources import BatchAPIResource, LedgerResource, WarehouseResource
@@ -21,10 +24,11 @@ from batch_assets.defs.source_assets import DUCKDB_POOL
 from batch_assets.defs.table_schema import table_schema
 from batch_assets.ledger.store import FileState
 from batch_assets.pipelines.accounting import MonthReport
+from batch_assets.pipelines.budget import BudgetExceeded
 from batch_assets.pipelines.collect import collect_month, month_report
 from batch_assets.pipelines.outputs import output_rows
 from batch_assets.pipelines.plan import month_key, plan_month
-from batch_assets.pipelines.spec import PipelineSpec, RetryPolicy, SubmissionSettings
+from batch_assets.pipelines.spec import BudgetPolicy, PipelineSpec, RetryPolicy, SubmissionSettings
 from batch_assets.pipelines.submit import submit_month
 from batch_assets.settings import PlatformSettings
 
@@ -48,6 +52,10 @@ def settings_config_class(spec: PipelineSpec, platform: PlatformSettings) -> typ
             max_tokens=(int | None, pydantic.Field(default=d.max_tokens, description="answer length cap")),
             temperature=(float | None, pydantic.Field(default=d.temperature)),
             seed=(int | None, pydantic.Field(default=d.seed)),
+            expected_output_tokens=(int, pydantic.Field(
+                default=d.expected_output_tokens, ge=0,
+                description="output tokens per request the estimate expects until this pipeline has history "
+                            "(then the p50 of past answers is used)")),
         )
     if d.labels:
         fields["labels"] = (list[str], pydantic.Field(default=list(d.labels), min_length=1,
@@ -58,6 +66,16 @@ def settings_config_class(spec: PipelineSpec, platform: PlatformSettings) -> typ
         max_file_bytes=(int, pydantic.Field(default=MAX_FILE_BYTES, ge=1)),
         max_tokens_per_file=(int | None, pydantic.Field(
             default=None, description="input-token budget per file, e.g. your tier's enqueued-token limit")),
+        max_cost_per_submission_usd=(float | None, pydantic.Field(
+            default=platform.max_cost_per_submission_usd, ge=0,
+            description="refuse the submission (before any upload) if it may cost more than this, in batch-price "
+                        "dollars; null: no cap")),
+        max_cost_per_month_usd=(float | None, pydantic.Field(
+            default=platform.max_cost_per_month_usd, ge=0,
+            description="refuse it if the month (every pipeline) may then cost more than this; null: no cap")),
+        use_cache=(bool, pydantic.Field(
+            default=True, description="answer requests identical to ones already answered (any month or "
+                                      "pipeline) from the warehouse instead of paying for them again")),
         max_attempts=(int, pydantic.Field(default=platform.max_attempts, ge=1,
                                           description="an item is submitted at most this many times")),
         retry_delay_seconds=(float, pydantic.Field(default=platform.retry_delay_seconds, ge=0,
@@ -72,25 +90,35 @@ def settings_config_class(spec: PipelineSpec, platform: PlatformSettings) -> typ
 
 _LIMIT_FIELDS = ("max_requests_per_file", "max_file_bytes", "max_tokens_per_file")
 _RETRY_FIELDS = ("max_attempts", "retry_delay_seconds", "max_failure_share")
+_BUDGET_FIELDS = ("max_cost_per_submission_usd", "max_cost_per_month_usd", "use_cache")
 
 
-def to_submission_settings(spec: PipelineSpec, config: dg.Config) -> SubmissionSettings:
+def to_submission_settings(spec: PipelineSpec, config: dg.Config,
+                           enqueued_token_limits: Mapping[str, int] | None = None) -> SubmissionSettings:
+    """Run config → what the plan records. Files are split under each model's enqueued-token limit, so every
+    file fits the queue on its own."""
     values = config.model_dump()
-    pipeline = {k: v for k, v in values.items() if k not in _LIMIT_FIELDS + _RETRY_FIELDS}
+    pipeline = {k: v for k, v in values.items() if k not in _LIMIT_FIELDS + _RETRY_FIELDS + _BUDGET_FIELDS}
     if "labels" in pipeline:
         pipeline["labels"] = tuple(pipeline["labels"])
+    settings = dataclasses.replace(spec.defaults, **pipeline)
+    queue_limit = limit_for(settings.model, enqueued_token_limits or {})
     limits = BatchLimits(max_requests_per_file=values["max_requests_per_file"],
                          max_bytes_per_file=values["max_file_bytes"],
-                         max_tokens_per_file=values["max_tokens_per_file"])
+                         max_tokens_per_file=values["max_tokens_per_file"],
+                         tokens_per_file_by_model={settings.model: min(queue_limit, values["max_tokens_per_file"]
+                                                                       or queue_limit)} if queue_limit else {})
     retry = RetryPolicy(**{k: values[k] for k in _RETRY_FIELDS})
-    return SubmissionSettings(dataclasses.replace(spec.defaults, **pipeline), limits, retry)
+    budget = BudgetPolicy(**{k: values[k] for k in _BUDGET_FIELDS})
+    return SubmissionSettings(settings, limits, retry, budget)
 
 
-def _cost_metadata(prefix: str, cost: object) -> dict[str, float]:
+def _cost_metadata(prefix: str, cost: Cost | None) -> dict[str, Any]:
+    """Numeric values Dagster plots, and the same in words people read."""
     if cost is None:
         return {}
-    return {f"{prefix}_batch_usd": cost.batch_usd, f"{prefix}_standard_usd": cost.standard_usd,  # type: ignore[attr-defined]
-            f"{prefix}_saving_usd": cost.saving_usd}  # type: ignore[attr-defined]
+    return {f"{prefix}_batch_usd": cost.batch_usd, f"{prefix}_standard_usd": cost.standard_usd,
+            f"{prefix}_saving_usd": cost.saving_usd, f"{prefix}_cost": describe_cost(cost)}
 
 
 def _report_metadata(report: MonthReport) -> dict[str, Any]:
@@ -137,19 +165,29 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
     def requests(context: dg.AssetExecutionContext, config: config_class,  # type: ignore[valid-type]
                  warehouse_db: WarehouseResource, ledger: LedgerResource) -> dg.MaterializeResult:
         month = partition_month(context)
-        settings = to_submission_settings(spec, config)
+        settings = to_submission_settings(spec, config, platform.enqueued_token_limits)
         with warehouse_db.connect() as con, ledger.open() as led:
             items = warehouse.read_table(con, spec.source, month)
-            planned = plan_month(spec, settings, items, month, ledger=led, con=con,
-                                 requests_dir=warehouse_db.requests_dir(spec.name, month), run_id=context.run.run_id)
+            try:
+                planned = plan_month(spec, settings, items, month, ledger=led, con=con,
+                                     requests_dir=warehouse_db.requests_dir(spec.name, month),
+                                     results_dir=warehouse_db.results_dir, run_id=context.run.run_id)
+            except BudgetExceeded as exc:
+                raise dg.Failure(str(exc), allow_retries=False) from None
         context.log.info(planned.message)
         metadata: dict[str, Any] = {"summary": planned.message, "items": planned.n_items,
                                     "requested_model": settings.pipeline.model}
         if planned.plan is not None:
+            estimate = planned.estimate
             metadata.update({
                 "attempt": planned.plan.attempt, "plan_id": planned.plan.plan_id, "requests": planned.n_requests,
                 "already_answered": planned.n_reused, "files": len(planned.files), "bytes": planned.n_bytes,
-                "input_tokens": planned.input_tokens, **_cost_metadata("estimated", planned.estimate),
+                "input_tokens": planned.input_tokens,
+                "estimate": estimate.describe() if estimate else "unknown (no price for this model)",
+                **_cost_metadata("estimated", estimate.expected if estimate else None),
+                **_cost_metadata("estimated_upper", estimate.upper if estimate else None),
+                "expected_output_tokens_per_request": estimate.output_guess.per_request if estimate else None,
+                "cache_hits": planned.cache_hits, **_cost_metadata("cache_saved", planned.cache_saved),
                 "request_files": [str(f.path) for f in planned.files]})
         elif planned.blocking is not None:
             metadata.update({"in_flight_attempt": planned.blocking.attempt,
@@ -165,12 +203,14 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
                 ledger: LedgerResource) -> dg.MaterializeResult:
         month = partition_month(context)
         with ledger.open() as led:
-            submitted = submit_month(batch_api.client(), led, spec.name, month)
+            submitted = submit_month(batch_api.client(), led, spec.name, month,
+                                     enqueued_token_limits=platform.enqueued_token_limits)
             record = led.month(spec.name, month_key(month))
         context.log.info(submitted.message)
         return dg.MaterializeResult(metadata={
             "summary": submitted.message, "batch_ids": list(submitted.batch_ids), "batches": len(submitted.batch_ids),
-            "created": submitted.created, "adopted": submitted.adopted, "provider": batch_api.provider,
+            "created": submitted.created, "adopted": submitted.adopted, "queued_files": submitted.queued,
+            "provider": batch_api.provider,
             "attempt": record.attempt if record else 0,
             "month_state": record.state.value if record else "not submitted"})
 

@@ -22,7 +22,8 @@ _CHANGE_MARGIN_SECONDS = 60.0
 
 
 def build_batch_sensor(pipelines: Sequence[PipelineSpec], jobs: Mapping[str, Mapping[str, Any]],
-                       interval_seconds: int, stall_after_hours: float) -> dg.SensorDefinition:
+                       interval_seconds: int, stall_after_hours: float,
+                       enqueued_token_limits: Mapping[str, int] | None = None) -> dg.SensorDefinition:
     specs = {spec.name: spec for spec in pipelines}
     all_jobs = [job for per_pipeline in jobs.values() for name, job in per_pipeline.items()
                 if name in ("collect", "resubmit")]
@@ -44,7 +45,8 @@ def build_batch_sensor(pipelines: Sequence[PipelineSpec], jobs: Mapping[str, Map
         started = time.time()
         with ledger.open() as led:
             decisions = advance(batch_api.client(), led, now=started, stall_after_seconds=stall_after_hours * 3600,
-                                changed_since=cursor.get("last_tick", 0.0) - _CHANGE_MARGIN_SECONDS)
+                                changed_since=cursor.get("last_tick", 0.0) - _CHANGE_MARGIN_SECONDS,
+                                enqueued_token_limits=enqueued_token_limits)
         events: list[dg.AssetObservation | dg.AssetCheckEvaluation] = []
         waiting = []
         for progress in decisions.progress:

@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the leases table
 DEFAULT_LEASE_SECONDS = 600.0
 
 
@@ -78,6 +78,12 @@ _meta = sa.Table(
     "ledger_meta", _metadata,
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
+)
+_leases = sa.Table(  # named leases besides the per-month ones (e.g. a model's enqueued-token capacity)
+    "leases", _metadata,
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("owner", sa.String(128)),
+    sa.Column("expires_at", sa.Float),
 )
 _months = sa.Table(
     "months", _metadata,
@@ -297,7 +303,9 @@ class Ledger:
                 raise LedgerError(
                     f"the ledger at {self.url} has schema version {found}, newer than this code knows "
                     f"({SCHEMA_VERSION}): upgrade batch_assets before running it against this ledger")
-            # Forward migrations go here, one `if int(found) < N:` block each, then bump the stored version.
+            elif int(found) < SCHEMA_VERSION:
+                # Forward migrations, oldest first. 1 -> 2 added the leases table, which create_all made above.
+                con.execute(_meta.update().where(_meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
 
     def schema_version(self) -> int:
         with self._engine.connect() as con:
@@ -385,6 +393,34 @@ class Ledger:
             yield owner
         finally:
             self.release_lease(pipeline, month, owner)
+
+    @contextmanager
+    def named_lease(self, name: str, *, wait_seconds: float = 300.0, lease_seconds: float = 60.0,
+                    poll_seconds: float = 0.05) -> Iterator[str]:
+        """Holds a named lease for a short block (e.g. deciding whether a model has enqueued-token capacity)."""
+        owner = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            now = time.time()
+            with self._write() as con:
+                if con.execute(sa.select(_leases.c.name).where(_leases.c.name == name)).first() is None:
+                    con.execute(_leases.insert().values(name=name, owner=None, expires_at=None))
+                taken = con.execute(_leases.update().where(
+                    _leases.c.name == name, sa.or_(_leases.c.owner.is_(None), _leases.c.expires_at < now))
+                    .values(owner=owner, expires_at=now + lease_seconds)).rowcount
+            if taken:
+                break
+            if time.monotonic() > deadline:
+                raise LedgerError(f"the ledger lease {name!r} is held by another process for more than "
+                                  f"{wait_seconds:.0f} s: try again; a dead holder's lease expires after "
+                                  f"{lease_seconds:.0f} s")
+            time.sleep(poll_seconds)
+        try:
+            yield owner
+        finally:
+            with self._write() as con:
+                con.execute(_leases.update().where(_leases.c.name == name, _leases.c.owner == owner)
+                            .values(owner=None, expires_at=None))
 
     def renew_lease(self, pipeline: str, month: str, owner: str,
                     seconds: float = DEFAULT_LEASE_SECONDS) -> None:

@@ -47,7 +47,7 @@ from batch_assets.local.files_api import EXPIRES_AFTER_SECONDS, FilesRoutes
 from batch_assets.local.models import LocalModels
 from batch_assets.local.store import StateStore, batch_row_to_api, now
 from batch_assets.local.wire import SSE_HEADERS, ApiRequest, ApiResponse, ChunkReader, json_response
-from batch_assets.local.worker import ensure_worker
+from batch_assets.local.worker import ensure_worker, file_input_tokens
 
 __all__ = ["ApiError", "ApiRequest", "ApiResponse", "ChunkReader", "LocalBatchAPI"]
 
@@ -183,10 +183,15 @@ class LocalBatchAPI:
         if stored.purpose != "batch":
             raise InvalidRequest(f"The input file {input_file_id} has purpose '{stored.purpose}'; a batch reads "
                                  "files uploaded with purpose 'batch'.", "input_file_id", "invalid_value")
+        limit = self.config.faults.enqueued_token_limit
+        enqueued = None
+        if limit is not None:
+            model, tokens = file_input_tokens(self.store.file_path(stored.id), endpoint)
+            enqueued = (model, tokens, limit) if model else None
         row = self.store.add_batch(
             endpoint=endpoint, input_file_id=stored.id, completion_window=window,
             window_seconds=self.config.completion_window_seconds, metadata=metadata,
-            settings=self.config.batch_settings(), output_expires_after=output_expires_after,
+            settings=self.config.batch_settings(), output_expires_after=output_expires_after, enqueued=enqueued,
         )
         self._ensure_worker()
         with self._calls_lock:

@@ -40,6 +40,9 @@ class FaultConfig:
     api_error_first_n: int = 0  # answer the first N API calls of an engine with api_error_status
     api_error_status: int = 429
     lost_create_responses: int = 0  # the first N batch creates go through, then answer 502 (response lost)
+    # Like OpenAI's per-model enqueued-token limit: a batch that would take a model's enqueued input tokens past
+    # it is created, then fails validation with token_limit_exceeded.
+    enqueued_token_limit: int | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.item_failure_rate <= 1.0:
@@ -105,6 +108,7 @@ class EngineConfig:
             api_error_first_n=number("BATCH_ASSETS_LOCAL_API_ERRORS_FIRST_N", int, 0),
             api_error_status=number("BATCH_ASSETS_LOCAL_API_ERROR_STATUS", int, 429),
             lost_create_responses=number("BATCH_ASSETS_LOCAL_LOSE_CREATE_RESPONSES", int, 0),
+            enqueued_token_limit=number("BATCH_ASSETS_LOCAL_ENQUEUED_TOKEN_LIMIT", int, None),
         )
         return cls(
             state_dir=local_state_dir_from_env(env),

@@ -64,7 +64,9 @@ CREATE TABLE IF NOT EXISTS items (
 """
 
 # Columns added after the first release: a state folder made before them gets them on open.
-_ADDED_COLUMNS = {"files": {"expires_at": "INTEGER"}, "batches": {"output_expires_after": "INTEGER"}}
+_ADDED_COLUMNS = {"files": {"expires_at": "INTEGER"},
+                  "batches": {"output_expires_after": "INTEGER", "enqueued_model": "TEXT",
+                              "enqueued_tokens": "INTEGER"}}
 
 ACTIVE_STATUSES = ("validating", "in_progress", "finalizing", "cancelling")
 # OpenAI: "files with purpose=batch expire after 30 days"; a batch's output and error files too,
@@ -230,18 +232,35 @@ class StateStore:
     def add_batch(
         self, *, endpoint: str, input_file_id: str, completion_window: str, window_seconds: float,
         metadata: dict[str, str] | None, settings: dict[str, Any], output_expires_after: int | None = None,
+        enqueued: tuple[str, int, int] | None = None,
     ) -> dict[str, Any]:
+        """A new batch. ``enqueued`` (model, input tokens, limit) applies an enqueued-token limit: if the model's
+        live batches plus this one go past it, the batch is created and will fail validation, as on OpenAI."""
         batch_id = new_id("batch_")
         created = now()
         with self.transaction() as con:
+            model = tokens = None
+            if enqueued is not None:
+                model, tokens, limit = enqueued
+                live = con.execute(
+                    "SELECT coalesce(sum(enqueued_tokens), 0) FROM batches WHERE enqueued_model = ? AND status IN "
+                    "('validating', 'in_progress', 'finalizing')", (model,)).fetchone()[0]
+                if live + tokens > limit:
+                    settings = {**settings, "validation_errors": [{
+                        "code": "token_limit_exceeded", "line": None, "param": None,
+                        "message": f"Enqueued token limit reached for {model} in organization local. Limit: "
+                                   f"{limit:,} enqueued tokens. Please try again once some in_progress batches "
+                                   "have been completed."}]}
+                    model = tokens = None
             con.execute(
                 "INSERT INTO batches (id, status, endpoint, input_file_id, completion_window, created_at, expires_at,"
-                " metadata, settings, output_expires_after) VALUES (?, 'validating', ?, ?, ?, ?, ?, ?, ?, ?)",
+                " metadata, settings, output_expires_after, enqueued_model, enqueued_tokens)"
+                " VALUES (?, 'validating', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     batch_id, endpoint, input_file_id, completion_window, created,
                     created + max(1, round(window_seconds)),
                     orjson.dumps(metadata).decode() if metadata is not None else None,
-                    orjson.dumps(settings).decode(), output_expires_after,
+                    orjson.dumps(settings).decode(), output_expires_after, model, tokens,
                 ),
             )
         return self.get_batch_row(batch_id)  # type: ignore[return-value]

@@ -30,6 +30,7 @@ from batch_assets.batching.protocol import (
     MAX_FILE_BYTES,
     MAX_REQUESTS_PER_FILE,
 )
+from batch_assets.batching.tokens import count_request_tokens
 from batch_assets.local.config import FaultConfig
 from batch_assets.local.execute import Answer, answer_one, answer_usage, embed_many, error_body
 from batch_assets.local.models import LocalModels
@@ -107,6 +108,24 @@ def validate_input(path: Path, endpoint: str) -> tuple[list[dict[str, Any]], int
     return errors[:MAX_REPORTED_ERRORS], count, (next(iter(models)) if models else None), digest
 
 
+def file_input_tokens(path: Path, endpoint: str) -> tuple[str | None, int]:
+    """(model, input tokens) of a batch input file, counted the way OpenAI counts enqueued tokens."""
+    bodies = []
+    for _, raw in _iter_lines(path):
+        try:
+            line = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(line, dict) and isinstance(line.get("body"), dict) and line["body"].get("model"):
+            bodies.append(line["body"])
+    if not bodies:
+        return None, 0
+    try:
+        return bodies[0]["model"], sum(count_request_tokens(endpoint, bodies))
+    except ValueError:  # lines validation will refuse anyway
+        return bodies[0]["model"], 0
+
+
 # -- fault injection ------------------------------------------------------------------------------------
 def injected_failure(faults: FaultConfig, file_digest: str, custom_id: str) -> Answer | None:
     """The same seed, input file and custom_id always give the same answer."""
@@ -158,6 +177,8 @@ class BatchRunner:
     def _validate(self, row: dict[str, Any]) -> bool:
         path = self.store.file_path(row["input_file_id"])
         errors, count, model, digest = validate_input(path, row["endpoint"])
+        # Errors decided when the batch was created (an enqueued-token limit) fail it here, as OpenAI does.
+        errors = orjson.loads(row["settings"]).get("validation_errors") or errors
         if errors:
             self.store.update_batch(row["id"], only_if_status=("validating", "cancelling"), status="failed",
                                     failed_at=now(), errors={"object": "list", "data": errors}, total=count)

@@ -25,8 +25,8 @@ from openai.types import Batch
 from batch_assets import warehouse
 from batch_assets.batching.client import BatchClient
 from batch_assets.batching.pricing import Cost, actual_cost
-from batch_assets.batching.protocol import BATCH_CANCELLED_CODE, EMBEDDINGS_URL, TERMINAL_BATCH_STATUSES
-from batch_assets.batching.request_files import PreparedRequest, plan_request_files
+from batch_assets.batching.protocol import BATCH_CANCELLED_CODE, TERMINAL_BATCH_STATUSES
+from batch_assets.batching.request_files import PreparedRequest, plan_request_files, reread_requests
 from batch_assets.batching.results import RESULT_SCHEMA, parse_batch_results, usage_totals
 from batch_assets.ledger.store import (
     FileState,
@@ -41,7 +41,14 @@ from batch_assets.ledger.store import (
 from batch_assets.pipelines import accounting
 from batch_assets.pipelines.plan import month_key
 from batch_assets.pipelines.spec import SubmissionSettings
-from batch_assets.warehouse.items import SUBMITTED, item_status, mark_final, plan_items, write_plan_items
+from batch_assets.warehouse.items import (
+    BATCH_SOURCE,
+    SUBMITTED,
+    item_status,
+    mark_final,
+    plan_items,
+    write_plan_items,
+)
 
 OUTCOME_COLUMNS = ("custom_id", "item_id", "attempt", "batch_id", "outcome", "status_code", "error_code",
                    "error_message", "response_model", "prompt_tokens", "completion_tokens", "cached_tokens",
@@ -166,7 +173,9 @@ def _collect_batch(client: BatchClient, ledger: Ledger, con: duckdb.DuckDBPyConn
                               on="custom_id", how="left").with_columns(pl.lit(batch.id).alias("batch_id"))
         _write_parquet(payload, results_dir / f"{batch.id}.parquet")
         warehouse.replace_partition(con, "batch_outcomes", month,
-                                    payload.select(*OUTCOME_COLUMNS, pl.lit(False).alias("final")),
+                                    payload.select(*OUTCOME_COLUMNS, pl.lit(False).alias("final"),
+                                                   pl.lit(stored.model).alias("requested_model"),
+                                                   pl.lit(BATCH_SOURCE).alias("source")),
                                     pipeline=stored.pipeline, within={"batch_id": [batch.id]})
         costs, actual, equivalent = _costs(parsed, batch.id, stored.model)
         warehouse.replace_partition(con, "batch_costs", month, costs, pipeline=stored.pipeline,
@@ -233,7 +242,8 @@ def _cancel_unsubmitted(ledger: Ledger, con: duckdb.DuckDBPyConnection, plan: St
             pl.lit(None, pl.String).alias("response_model"), pl.lit(None, pl.Int64).alias("prompt_tokens"),
             pl.lit(None, pl.Int64).alias("completion_tokens"), pl.lit(None, pl.Int64).alias("cached_tokens"),
             pl.lit(None, pl.Int64).alias("reasoning_tokens"), "plan_id", "body_sha256",
-            pl.lit(False).alias("final"))
+            pl.lit(False).alias("final"), pl.lit(stored.model).alias("requested_model"),
+            pl.lit(BATCH_SOURCE).alias("source"))
         warehouse.replace_partition(con, "batch_outcomes", month, rows, pipeline=plan.pipeline,
                                     within={"plan_id": [plan.plan_id], "custom_id": rows["custom_id"].to_list()})
         ledger.update_file(plan.plan_id, stored.sha256, collected_at=time.time())
@@ -317,24 +327,15 @@ def plan_retry(ledger: Ledger, con: duckdb.DuckDBPyConnection, pipeline: str, mo
 def _lines_as_submitted(ledger: Ledger, last: pl.DataFrame) -> Iterator[PreparedRequest]:
     """The request lines of `last` (plan_id, file_sha256, custom_id, item_id, input_tokens) read back from the
     request files they went out in; their bodies hash the same, so their answers count for the same items."""
-    wanted = {(row[0], row[1]): (row[2], row[3]) for row in last.select(
-        "plan_id", "custom_id", "item_id", "input_tokens").iter_rows()}
     for plan_id, file_sha in last.select("plan_id", "file_sha256").unique().sort("plan_id", "file_sha256"
                                                                                    ).iter_rows():
         stored = ledger.file(plan_id, file_sha)
         if stored is None:
             raise ValueError(f"request file {file_sha} of plan {plan_id} is not in the ledger")
-        with open(stored.path, "rb") as handle:
-            for raw in handle:
-                line = orjson.loads(raw)
-                match = wanted.get((plan_id, line["custom_id"]))
-                if match is None:
-                    continue
-                item_id, tokens = match
-                body = line["body"]
-                inputs = body.get("input") if stored.url == EMBEDDINGS_URL else None
-                yield PreparedRequest(line["custom_id"], line["url"], stored.model, body, int(tokens or 0),
-                                      len(inputs) if isinstance(inputs, list) else 1, item_id)
+        rows = last.filter((pl.col("plan_id") == plan_id) & (pl.col("file_sha256") == file_sha))
+        wanted = {cid: (item_id, tokens) for cid, item_id, tokens in rows.select(
+            "custom_id", "item_id", "input_tokens").iter_rows()}
+        yield from reread_requests(Path(stored.path), stored.url, stored.model, wanted)
 
 
 __all__ = ["BatchCollected", "CollectOutcome", "MonthState", "RESULT_SCHEMA", "collect_month", "month_report",

@@ -8,18 +8,31 @@ lock).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from openai.types import Batch
 
 from batch_assets.batching.client import BatchClient
 from batch_assets.batching.protocol import TERMINAL_BATCH_STATUSES
-from batch_assets.ledger.store import FileState, Ledger, MonthState, PlanKind, PlanState, StoredFile, StoredMonth
+from batch_assets.ledger.store import (
+    FileState,
+    Ledger,
+    MonthState,
+    PlanKind,
+    PlanState,
+    StoredFile,
+    StoredMonth,
+    StoredPlan,
+)
+from batch_assets.pipelines.queue import TOKEN_LIMIT_EXCEEDED, enqueued_tokens, fits, limit_key
 
 # How many listed batches one poll reads (newest first) before falling back to one retrieve per batch.
 MAX_LISTED_BATCHES = 1000
 DEFAULT_STALL_AFTER_SECONDS = 6 * 3600.0
+# A file refused for the enqueued-token limit this often is probably over the limit on its own: it then ends like
+# any failed batch (its items are retried as a new attempt, within max_attempts, and say why).
+MAX_TOKEN_LIMIT_REQUEUES = 5
 _UNCOLLECTED = (FileState.ENDED,)
 _RUNNING = (FileState.SUBMITTED,)
 
@@ -64,7 +77,7 @@ class SubmitDue:
     pipeline: str
     month: str
     plan_id: int
-    reason: str  # "retry" or "recover" (a submit run that died half way)
+    reason: str  # "retry", "recover" (a submit run that died half way) or "queued-..." (room freed)
 
     @property
     def run_key(self) -> str:
@@ -120,9 +133,12 @@ def poll(client: BatchClient, batch_ids: set[str]) -> tuple[dict[str, Batch], in
 
 def advance(client: BatchClient, ledger: Ledger, *, now: float | None = None,
             stall_after_seconds: float = DEFAULT_STALL_AFTER_SECONDS,
-            changed_since: float | None = None) -> TickDecisions:
-    """One sensor tick: poll running batches, record their progress, decide collects and due submissions."""
+            changed_since: float | None = None,
+            enqueued_token_limits: Mapping[str, int] | None = None) -> TickDecisions:
+    """One sensor tick: poll running batches, record their progress, decide collects and due submissions
+    (retries whose delay passed, queued files whose model has room again)."""
     now = time.time() if now is None else now
+    limits = enqueued_token_limits or {}
     decisions = TickDecisions()
     running = ledger.files(states=_RUNNING)
     batches, decisions.api_calls = poll(client, {f.batch_id for f in running if f.batch_id})
@@ -137,7 +153,12 @@ def advance(client: BatchClient, ledger: Ledger, *, now: float | None = None,
         values: dict[str, object] = {"batch_status": batch.status}
         if (completed, failed, total) != (stored.completed, stored.failed, stored.total):
             values.update(completed=completed, failed=failed, total=total, progress_at=now)
-        if batch.status in TERMINAL_BATCH_STATUSES:
+        if _over_token_limit(batch) and stored.tries < MAX_TOKEN_LIMIT_REQUEUES:
+            # Refused for the organisation's enqueued-token limit: nothing ran. Queue the same file again (a new
+            # idempotency key: it is a deliberate second create), never drop it.
+            values.update(state=FileState.QUEUED, tries=stored.tries + 1, batch_id=None, batch_status=None,
+                          error_code=TOKEN_LIMIT_EXCEEDED, error_message=_first_error(batch))
+        elif batch.status in TERMINAL_BATCH_STATUSES:
             values.update(state=FileState.ENDED, ended_at=now)
         elif now - (stored.progress_at or stored.submitted_at or now) > stall_after_seconds and \
                 "progress_at" not in values:
@@ -154,8 +175,9 @@ def advance(client: BatchClient, ledger: Ledger, *, now: float | None = None,
     for plan in open_plans:
         files = ledger.files(plan_id=plan.plan_id)
         states = {f.state for f in files}
+        # Collect once nothing runs at the provider; files still queued for room are collected in later waves.
         if plan.state == PlanState.SUBMITTED and not states & {FileState.SUBMITTED, FileState.SUBMITTING,
-                                                               FileState.PLANNED, FileState.QUEUED}:
+                                                               FileState.PLANNED}:
             uncollected = [f for f in files if f.state == FileState.ENDED or (
                 f.state == FileState.CANCELLED and f.collected_at is None)]
             if uncollected:
@@ -173,8 +195,54 @@ def advance(client: BatchClient, ledger: Ledger, *, now: float | None = None,
         if root is not None and root.state == PlanState.COLLECTED and root.n_requests == 0:
             decisions.collect.append(CollectDue(record.pipeline, record.month, root.plan_id, 0))
             months[(record.pipeline, record.month)] = record
+    decisions.submit += _queued_due(ledger, open_plans, limits)
     decisions.progress = [_progress(ledger, record, open_plans) for record in months.values()]
     return decisions
+
+
+def _over_token_limit(batch: Batch) -> bool:
+    errors = batch.errors.data if batch.errors and batch.errors.data else []
+    return batch.status == "failed" and any(e.code == TOKEN_LIMIT_EXCEEDED for e in errors)
+
+
+def _first_error(batch: Batch) -> str | None:
+    errors = batch.errors.data if batch.errors and batch.errors.data else []
+    return errors[0].message if errors else None
+
+
+def _queued_due(ledger: Ledger, open_plans: list[StoredPlan], limits: Mapping[str, int]) -> list[SubmitDue]:
+    """Plans with queued files that fit now, oldest first, counting the room each one takes.
+
+    A file with a configured limit fits when its model has room. One queued again after the provider refused it
+    (``token_limit_exceeded`` with no limit configured here) waits until nothing of its model runs any more.
+    """
+    queued = ledger.files(states=(FileState.QUEUED,))
+    if not queued:
+        return []
+    enqueued = dict(enqueued_tokens(ledger, limits))
+    running = {f.model for f in ledger.files(states=(FileState.SUBMITTING, FileState.SUBMITTED))}
+    freed = {}  # per model, how many of its batches ended so far: a new run key each time room frees
+    for f in ledger.files(states=(FileState.ENDED, FileState.COLLECTED)):
+        freed[f.model] = freed.get(f.model, 0) + 1
+    plans = {p.plan_id: p for p in open_plans}
+    due: dict[int, SubmitDue] = {}
+    for stored in sorted(queued, key=lambda f: (f.created_at, f.plan_id, f.path)):
+        plan = plans.get(stored.plan_id)
+        if plan is None or plan.state != PlanState.SUBMITTED:
+            continue
+        key = limit_key(stored.model, limits)
+        if key is None:
+            if stored.model in running:
+                continue
+            running.add(stored.model)
+        elif not fits(stored, limits, enqueued):
+            continue
+        else:
+            enqueued[key] = enqueued.get(key, 0) + stored.input_tokens
+        tries = sum(f.tries for f in queued if f.plan_id == plan.plan_id)
+        due.setdefault(plan.plan_id, SubmitDue(plan.pipeline, plan.month, plan.plan_id,
+                                               f"queued-{freed.get(stored.model, 0)}-{tries}"))
+    return list(due.values())
 
 
 def _progress(ledger: Ledger, record: StoredMonth, open_plans: Iterable) -> MonthProgress:

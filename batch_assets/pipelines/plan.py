@@ -8,20 +8,36 @@ its items would be paid twice. Retries are planned by :mod:`batch_assets.pipelin
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import duckdb
-import orjson
 import polars as pl
 
-from batch_assets.batching.pricing import Cost, UnknownModelPrice, estimate_cost
-from batch_assets.batching.request_files import RequestFile, SkippedRequest, plan_request_files
+from batch_assets.batching.pricing import Cost, actual_cost
+from batch_assets.batching.request_files import (
+    PlannedFiles,
+    PreparedRequest,
+    RequestFile,
+    SkippedRequest,
+    plan_request_files,
+    reread_requests,
+)
 from batch_assets.ledger.store import Ledger, NewFile, PlanKind, PlanState, StoredPlan
+from batch_assets.pipelines.budget import Estimate, check_caps, estimate_plan, expected_output, month_commitment
 from batch_assets.pipelines.spec import PipelineSpec, SubmissionSettings
-from batch_assets.warehouse.items import REUSED, SUBMITTED, succeeded_bodies, write_plan_items
+from batch_assets.warehouse.items import (
+    CACHE,
+    CACHED_ANSWER_SCHEMA,
+    REUSED,
+    SUBMITTED,
+    cached_answers,
+    succeeded_bodies,
+    write_cache_outcomes,
+    write_plan_items,
+)
 
 IN_FLIGHT_STATES = (PlanState.SUBMITTING, PlanState.SUBMITTED)
 
@@ -33,10 +49,12 @@ class PlanOutcome:
     plan: StoredPlan | None
     blocking: StoredPlan | None
     n_items: int
-    n_reused: int  # items whose current body already has a successful answer
+    n_reused: int  # items whose current body already has a successful answer this month
     files: tuple[RequestFile, ...]
-    estimate: Cost | None  # None when the model has no price in the table
+    estimate: Estimate | None  # None when the model has no price in the table
     message: str
+    cache_hits: int = 0  # items answered from an identical request's earlier answer (another month or pipeline)
+    cache_saved: Cost | None = None  # what those answers cost when they were first paid for
 
     @property
     def n_requests(self) -> int:
@@ -69,11 +87,16 @@ def item_frame(spec: PipelineSpec, items: pl.DataFrame) -> pl.DataFrame:
 
 
 def plan_month(spec: PipelineSpec, settings: SubmissionSettings, items: pl.DataFrame, month: date, *,
-               ledger: Ledger, con: duckdb.DuckDBPyConnection, requests_dir: Path,
+               ledger: Ledger, con: duckdb.DuckDBPyConnection, requests_dir: Path, results_dir: Path | None = None,
                run_id: str | None = None) -> PlanOutcome:
-    """Plans the month's next submission with `settings` (holding the month's lease while it does)."""
+    """Plans the month's next submission with `settings` (holding the month's lease while it does).
+
+    Raises :class:`~batch_assets.pipelines.budget.BudgetExceeded` (nothing recorded, nothing uploaded) when the
+    upper estimate is over a cap.
+    """
     items = item_frame(spec, items)
     key = month_key(month)
+    stem = f"{spec.name}-{month:%Y-%m}"
     with ledger.month_lease(spec.name, key):
         in_flight = ledger.plans(spec.name, key, states=IN_FLIGHT_STATES)
         if in_flight:
@@ -85,29 +108,86 @@ def plan_month(spec: PipelineSpec, settings: SubmissionSettings, items: pl.DataF
                 f"--month {month:%Y-%m})"))
         done = succeeded_bodies(con, spec.name, month)
         planned = plan_request_files(
-            spec.build_requests(items, settings.pipeline), requests_dir, limits=settings.limits,
-            file_stem=f"{spec.name}-{month:%Y-%m}",
+            spec.build_requests(items, settings.pipeline), requests_dir, limits=settings.limits, file_stem=stem,
             keep=lambda request, body_sha: (request.item_id, body_sha) not in done)
         _check_items(planned.files, planned.skipped, items)
+        hits = _NO_HITS
+        if settings.budget.use_cache and planned.files and results_dir is not None:
+            hits = _cache_hits(con, planned.files, results_dir)
+            if hits.height:
+                planned = _without(planned, set(hits["our_custom_id"].to_list()), requests_dir, settings, stem)
+        guess = expected_output(con, spec.name, settings.pipeline.model, settings.pipeline.expected_output_tokens)
+        estimate = estimate_plan(settings.pipeline.model, planned.files, guess)
+        check_caps(settings.budget, estimate, pipeline=spec.name, month=month,
+                   committed=month_commitment(ledger, con, month), requests_asset=spec.requests_asset)
         attempt = ledger.next_attempt(spec.name, key)
         kind = PlanKind.INITIAL if attempt == 1 else PlanKind.RERUN
-        estimate = _estimate(settings, planned.files)
         plan = ledger.add_plan(
             pipeline=spec.name, month=key, attempt=attempt, kind=kind, endpoint=spec.endpoint,
             settings=settings.to_json(), n_items=items.height, files=[_new_file(f) for f in planned.files],
-            estimate=orjson.dumps(dataclasses.asdict(estimate)).decode() if estimate else None, run_id=run_id)
-        rows = _plan_rows(attempt, planned.files, [(s.item_id, s.custom_id, s.body_sha256, s.input_tokens)
-                                                   for s in planned.skipped])
+            estimate=estimate.to_json() if estimate else None, run_id=run_id)
+        skipped = [(s.item_id, s.custom_id, s.body_sha256, s.input_tokens, REUSED) for s in planned.skipped]
+        skipped += [(item_id, cid, body, 0, CACHE) for item_id, cid, body in hits.select(
+            "item_id", "our_custom_id", "body_sha256").iter_rows()]
         try:
-            write_plan_items(con, spec.name, month, plan.plan_id, rows)
+            write_plan_items(con, spec.name, month, plan.plan_id, _plan_rows(attempt, planned.files, skipped))
+            if hits.height:
+                write_cache_outcomes(con, spec.name, month, plan.plan_id, attempt, settings.pipeline.model, hits)
         except BaseException:
             ledger.set_plan_state(plan.plan_id, PlanState.SUPERSEDED)
             raise
         if not planned.files:  # every item already answered: nothing to submit, nothing to wait for
             ledger.set_plan_state(plan.plan_id, PlanState.COLLECTED)
+        saved = _saved(hits, settings.pipeline.model)
         message = (f"attempt {attempt}: {sum(f.n_requests for f in planned.files)} of {items.height} items to "
-                   f"submit in {len(planned.files)} file(s); {len(planned.skipped)} already answered")
-        return PlanOutcome(plan, None, items.height, len(planned.skipped), tuple(planned.files), estimate, message)
+                   f"submit in {len(planned.files)} file(s); {len(planned.skipped)} already answered this month"
+                   + (f", {hits.height} answered from the cache" if hits.height else ""))
+        return PlanOutcome(plan, None, items.height, len(planned.skipped), tuple(planned.files), estimate, message,
+                           hits.height, saved)
+
+
+_NO_HITS = pl.DataFrame(schema={"item_id": pl.String, "our_custom_id": pl.String, **CACHED_ANSWER_SCHEMA})
+
+
+def _cache_hits(con: duckdb.DuckDBPyConnection, files: list[RequestFile], results_dir: Path) -> pl.DataFrame:
+    """Requests about to be submitted that an identical earlier request already answered (its payload still on
+    disk): our item_id / custom_id with the earlier answer's columns."""
+    ours = pl.DataFrame({"item_id": [i for f in files for i in f.item_ids],
+                         "our_custom_id": [c for f in files for c in f.custom_ids],
+                         "body_sha256": [b for f in files for b in f.body_sha256s]})
+    answers = cached_answers(con, ours["body_sha256"])
+    if answers.is_empty():
+        return _NO_HITS
+    on_disk = {b for b in answers["batch_id"].unique().to_list() if (results_dir / f"{b}.parquet").is_file()}
+    answers = answers.filter(pl.col("batch_id").is_in(list(on_disk)))
+    return ours.join(answers, on="body_sha256", how="inner")
+
+
+def _without(planned: PlannedFiles, drop: set[str], requests_dir: Path, settings: SubmissionSettings,
+             stem: str) -> PlannedFiles:
+    """The plan's files written again without the requests in `drop` (content-addressed: new names)."""
+    def kept() -> Iterator[PreparedRequest]:
+        for f in planned.files:
+            wanted = {cid: (item_id, tokens) for cid, item_id, tokens in zip(
+                f.custom_ids, f.item_ids, f.request_tokens, strict=True) if cid not in drop}
+            if wanted:
+                yield from reread_requests(f.path, f.url, f.model, wanted)
+
+    again = plan_request_files(kept(), requests_dir, limits=settings.limits, file_stem=stem)
+    return PlannedFiles(again.files, planned.skipped)
+
+
+def _saved(hits: pl.DataFrame, model: str) -> Cost | None:
+    if hits.is_empty():
+        return None
+    total = Cost.zero()
+    for requested, prompt, completion, cached in hits.select(
+            "requested_model", "prompt_tokens", "completion_tokens", "cached_tokens").iter_rows():
+        cost = actual_cost(requested or model, int(prompt or 0), int(completion or 0), cached_tokens=int(cached or 0))
+        if cost is None:
+            return None
+        total += cost
+    return total
 
 
 def _check_items(files: list[RequestFile], skipped: list[SkippedRequest], items: pl.DataFrame) -> None:
@@ -129,33 +209,26 @@ def _new_file(f: RequestFile) -> NewFile:
 
 
 def _plan_rows(attempt: int, files: list[RequestFile],
-               skipped: list[tuple[str, str, str, int]]) -> pl.DataFrame:
-    """The batch_requests rows of a plan: submitted items with their file, then the ones already answered."""
-    item_ids, custom_ids, bodies, file_shas, sources = [], [], [], [], []
+               skipped: list[tuple[str, str, str, int, str]]) -> pl.DataFrame:
+    """The batch_requests rows of a plan: submitted items with their file, then the ones needing no new answer
+    (item_id, custom_id, body hash, input tokens, source)."""
+    item_ids, custom_ids, bodies, file_shas = [], [], [], []
     for f in files:
         item_ids += f.item_ids
         custom_ids += f.custom_ids
         bodies += f.body_sha256s
         file_shas += [f.sha256] * f.n_requests
-    sources = [SUBMITTED] * len(item_ids) + [REUSED] * len(skipped)
+    sources = [SUBMITTED] * len(item_ids)
     tokens = [n for f in files for n in f.request_tokens]
-    for item_id, custom_id, body, input_tokens in skipped:
+    for item_id, custom_id, body, input_tokens, source in skipped:
         item_ids.append(item_id)
         custom_ids.append(custom_id)
         bodies.append(body)
         file_shas.append(None)
         tokens.append(input_tokens)
+        sources.append(source)
     return pl.DataFrame({
         "attempt": pl.Series([attempt] * len(item_ids), dtype=pl.Int32), "item_id": item_ids,
         "custom_id": custom_ids, "body_sha256": bodies, "file_sha256": file_shas,
         "input_tokens": pl.Series(tokens, dtype=pl.Int64), "source": sources,
     }, schema_overrides={"file_sha256": pl.String})
-
-
-def _estimate(settings: SubmissionSettings, files: list[RequestFile]) -> Cost | None:
-    requests = sum(f.n_requests for f in files)
-    try:
-        return estimate_cost(settings.pipeline.model, sum(f.input_tokens for f in files),
-                             settings.pipeline.expected_output_tokens * requests)
-    except UnknownModelPrice:
-        return None

@@ -51,6 +51,26 @@ class RetryPolicy:
             raise ValueError(f"max_failure_share must be within [0, 1], got {self.max_failure_share}")
 
 
+@dataclass(frozen=True)
+class BudgetPolicy:
+    """What a submission may cost before it is refused (run config; stored with each plan).
+
+    Caps are on the upper bound of the estimate (input tokens exact, output at each request's max tokens), at
+    batch prices; None means no cap. The month cap covers every pipeline of the month: what its collected batches
+    cost plus the upper bound of what is still in flight, plus this submission.
+    """
+
+    max_cost_per_submission_usd: float | None = None
+    max_cost_per_month_usd: float | None = None
+    use_cache: bool = True  # answer identical requests already answered (any month or pipeline) from the warehouse
+
+    def __post_init__(self) -> None:
+        for name in ("max_cost_per_submission_usd", "max_cost_per_month_usd"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0 (or None for no cap), got {value}")
+
+
 SETTINGS_FORMAT_VERSION = 1
 
 
@@ -62,12 +82,14 @@ class SubmissionSettings:
     pipeline: PipelineSettings
     limits: BatchLimits = field(default_factory=BatchLimits)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    budget: BudgetPolicy = field(default_factory=BudgetPolicy)
 
     def to_json(self) -> str:
         limits = {f.name: getattr(self.limits, f.name) for f in dataclasses.fields(self.limits)}
         limits["tokens_per_file_by_model"] = dict(self.limits.tokens_per_file_by_model)
         return orjson.dumps({"version": SETTINGS_FORMAT_VERSION, "pipeline": dataclasses.asdict(self.pipeline),
-                             "limits": limits, "retry": dataclasses.asdict(self.retry)},
+                             "limits": limits, "retry": dataclasses.asdict(self.retry),
+                             "budget": dataclasses.asdict(self.budget)},
                             option=orjson.OPT_SORT_KEYS).decode()
 
     @classmethod
@@ -82,7 +104,8 @@ class SubmissionSettings:
         pipeline = _known_fields(PipelineSettings, raw.get("pipeline", {}))
         pipeline["labels"] = tuple(pipeline.get("labels") or ())
         return cls(PipelineSettings(**pipeline), BatchLimits(**_known_fields(BatchLimits, raw.get("limits", {}))),
-                   RetryPolicy(**_known_fields(RetryPolicy, raw.get("retry", {}))))
+                   RetryPolicy(**_known_fields(RetryPolicy, raw.get("retry", {}))),
+                   BudgetPolicy(**_known_fields(BudgetPolicy, raw.get("budget", {}))))
 
 
 def _known_fields(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:

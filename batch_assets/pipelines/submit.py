@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -22,6 +22,7 @@ from openai.types import Batch
 from batch_assets.batching.client import BatchClient
 from batch_assets.ledger.store import FileState, Ledger, MonthState, PlanKind, PlanState, StoredFile, StoredPlan
 from batch_assets.pipelines.plan import month_key
+from batch_assets.pipelines.queue import reserve
 
 IDEMPOTENCY_KEY = "batch_assets_key"
 # A key is looked up among batches created since its file was first submitted, minus this margin (clock skew).
@@ -40,9 +41,10 @@ class SubmitError(RuntimeError):
 @dataclass(frozen=True)
 class SubmitOutcome:
     plans: tuple[StoredPlan, ...]
-    batch_ids: tuple[str, ...]  # every batch of the submitted plans
+    batch_ids: tuple[str, ...]  # every batch of the month's open plans
     created: int  # batches this call created
     adopted: int  # batches an earlier (or concurrent, or crashed) call had created
+    queued: int  # files waiting for their model's enqueued-token room (the batch sensor submits them)
     message: str
 
 
@@ -53,18 +55,26 @@ def idempotency_key(pipeline: str, month: str, attempt: int, file_sha256: str, t
 
 
 def submit_month(client: BatchClient, ledger: Ledger, pipeline: str, month: date, *,
+                 enqueued_token_limits: Mapping[str, int] | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> SubmitOutcome:
-    """Submits every file of the month's open plans that has no batch yet (holding the month's lease)."""
+    """Submits every file of the month's open plans that has no batch yet (holding the month's lease). A file
+    whose model has no enqueued-token room waits as ``queued``."""
     key = month_key(month)
+    limits = enqueued_token_limits or {}
     created = adopted = 0
     with ledger.month_lease(pipeline, key) as owner:
-        plans = [p for p in ledger.plans(pipeline, key, states=(PlanState.PLANNED, PlanState.SUBMITTING,
-                                                                  PlanState.SUBMITTED))]
-        for plan in plans:
-            if plan.state == PlanState.SUBMITTED:
+        for plan in ledger.plans(pipeline, key, states=(PlanState.PLANNED, PlanState.SUBMITTING,
+                                                          PlanState.SUBMITTED)):
+            waiting = ledger.files(plan_id=plan.plan_id, states=(FileState.PLANNED, FileState.SUBMITTING,
+                                                                  FileState.QUEUED))
+            if not waiting:
                 continue
-            ledger.set_plan_state(plan.plan_id, PlanState.SUBMITTING)
-            for stored in ledger.files(plan_id=plan.plan_id, states=(FileState.PLANNED, FileState.SUBMITTING)):
+            if plan.state == PlanState.PLANNED:
+                ledger.set_plan_state(plan.plan_id, PlanState.SUBMITTING)
+            for stored in waiting:
+                # A file left `submitting` by a run that died may have its batch: find it before anything else.
+                if stored.state != FileState.SUBMITTING and not reserve(ledger, stored, limits):
+                    continue
                 was_created = _submit_file(client, ledger, plan, stored, sleep)
                 created += was_created
                 adopted += not was_created
@@ -73,13 +83,18 @@ def submit_month(client: BatchClient, ledger: Ledger, pipeline: str, month: date
             ledger.update_month(pipeline, key, state=MonthState.RETRYING if plan.kind == PlanKind.RETRY
                                 else MonthState.WAITING)
         plans = ledger.plans(pipeline, key, states=(PlanState.SUBMITTED,))
-        batch_ids = tuple(f.batch_id for p in plans for f in ledger.files(plan_id=p.plan_id) if f.batch_id)
+        files = [f for p in plans for f in ledger.files(plan_id=p.plan_id)]
+    batch_ids = tuple(f.batch_id for f in files if f.batch_id)
+    queued = sum(f.state == FileState.QUEUED for f in files)
     if not plans:
         message = f"nothing to submit for {pipeline} {month:%Y-%m}: no plan is waiting"
     else:
         message = (f"{len(batch_ids)} batch(es) in flight for {pipeline} {month:%Y-%m}: {created} created now, "
                    f"{adopted} created earlier and adopted")
-    return SubmitOutcome(tuple(plans), batch_ids, created, adopted, message)
+        if queued:
+            message += (f"; {queued} file(s) queued until their model has enqueued-token room (the batch sensor "
+                        "submits them)")
+    return SubmitOutcome(tuple(plans), batch_ids, created, adopted, queued, message)
 
 
 def _submit_file(client: BatchClient, ledger: Ledger, plan: StoredPlan, stored: StoredFile,

@@ -17,8 +17,12 @@ from batch_assets.sources import month_start
 from batch_assets.warehouse.schema import table_exists
 from batch_assets.warehouse.writes import ArrowStream, replace_partition
 
+# batch_requests.source
 SUBMITTED = "submitted"  # written to a request file of the plan
 REUSED = "reused"  # an earlier attempt of this month already answered this exact body
+CACHE = "cache"  # an identical request was answered before (another month or pipeline): its answer is reused
+# batch_outcomes.source
+BATCH_SOURCE = "batch"
 
 ITEM_STATUS_SCHEMA = pl.Schema({
     "item_id": pl.String,
@@ -124,3 +128,52 @@ def mark_final(con: duckdb.DuckDBPyConnection, pipeline: str, month: date, final
         raise
     finally:
         con.unregister(name)
+
+
+CACHED_ANSWER_SCHEMA = pl.Schema({
+    "body_sha256": pl.String,
+    "batch_id": pl.String,  # the batch that answered it (its results Parquet holds the payload)
+    "custom_id": pl.String,  # the answer's custom_id in that batch
+    "requested_model": pl.String,
+    "response_model": pl.String,
+    "prompt_tokens": pl.Int64,
+    "completion_tokens": pl.Int64,
+    "cached_tokens": pl.Int64,
+})
+
+
+def cached_answers(con: duckdb.DuckDBPyConnection, body_sha256s: pl.Series) -> pl.DataFrame:
+    """For each body hash that a batch already answered successfully (any pipeline, month or run), one such
+    answer (the latest); ``CACHED_ANSWER_SCHEMA``."""
+    if body_sha256s.is_empty() or not table_exists(con, "batch_outcomes"):
+        return CACHED_ANSWER_SCHEMA.to_frame()
+    name = "_batch_assets_cache_lookup"
+    con.register(name, ArrowStream(body_sha256s.rename("body_sha256").unique().to_frame()))
+    try:
+        frame = pl.DataFrame(con.sql(f"""
+            SELECT o.body_sha256, o.batch_id, o.custom_id, o.requested_model, o.response_model, o.prompt_tokens,
+                   o.completion_tokens, o.cached_tokens
+            FROM batch_outcomes o SEMI JOIN {name} w ON o.body_sha256 = w.body_sha256
+            WHERE o.outcome = 'succeeded' AND o.source = 'batch' AND o.batch_id IS NOT NULL
+            QUALIFY row_number() OVER (PARTITION BY o.body_sha256 ORDER BY o.month DESC, o.plan_id DESC) = 1
+        """))
+    finally:
+        con.unregister(name)
+    return frame.cast(dict(CACHED_ANSWER_SCHEMA)) if frame.height else CACHED_ANSWER_SCHEMA.to_frame()
+
+
+def write_cache_outcomes(con: duckdb.DuckDBPyConnection, pipeline: str, month: date, plan_id: int, attempt: int,
+                         requested_model: str, hits: pl.DataFrame) -> int:
+    """Outcome rows for items answered from the cache: `succeeded`, pointing at the earlier answer (its batch and
+    custom_id, where its payload is), billed nothing now."""
+    rows = hits.select(
+        "custom_id", "item_id", pl.lit(attempt, pl.Int32).alias("attempt"), "batch_id",
+        pl.lit("succeeded").alias("outcome"), pl.lit(200, pl.Int32).alias("status_code"),
+        pl.lit(None, pl.String).alias("error_code"), pl.lit(None, pl.String).alias("error_message"),
+        "response_model", pl.lit(0, pl.Int64).alias("prompt_tokens"),
+        pl.lit(0, pl.Int64).alias("completion_tokens"), pl.lit(0, pl.Int64).alias("cached_tokens"),
+        pl.lit(0, pl.Int64).alias("reasoning_tokens"), pl.lit(plan_id, pl.Int64).alias("plan_id"), "body_sha256",
+        pl.lit(False).alias("final"), pl.lit(requested_model).alias("requested_model"),
+        pl.lit(CACHE).alias("source"))
+    return replace_partition(con, "batch_outcomes", month, rows, pipeline=pipeline,
+                             within={"plan_id": [plan_id], "source": [CACHE]})

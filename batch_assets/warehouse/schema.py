@@ -102,6 +102,8 @@ TABLES: dict[str, dict[str, str]] = {
         "plan_id": "BIGINT",
         "body_sha256": "VARCHAR",
         "final": "BOOLEAN",  # this row is the item's final outcome (exactly one per item once the month is done)
+        "requested_model": "VARCHAR",  # the model the request named (response_model is the one that answered)
+        "source": "VARCHAR",  # batch (answered by its batch) | cache (an identical request's earlier answer)
     },
     "batch_costs": {
         "pipeline": "VARCHAR",

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import orjson
 from openai.types import Batch
 
 from batch_assets.batching.client import BatchClient
@@ -48,6 +49,7 @@ class MonthProgress:
     total: int
     batch_statuses: dict[str, str]
     queued_files: int
+    items_by_state: dict[str, int] = field(default_factory=dict)  # as the last collect counted them
 
     @property
     def signature(self) -> list[object]:
@@ -56,8 +58,11 @@ class MonthProgress:
     def describe(self) -> str:
         state = self.state.value.replace("_", " ")
         if self.state in (MonthState.WAITING, MonthState.RETRYING):
-            return f"{state} (attempt {self.attempt}): {self.completed + self.failed} of {self.total} requests ended"
-        return f"{state} (attempt {self.attempt})"
+            queued = f", {self.queued_files} file(s) queued for room" if self.queued_files else ""
+            return (f"{state} (attempt {self.attempt}): {self.completed + self.failed} of {self.total} requests "
+                    f"ended{queued}")
+        items = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in self.items_by_state.items())
+        return f"{state} (attempt {self.attempt})" + (f": {items}" if items else "")
 
 
 @dataclass(frozen=True)
@@ -246,14 +251,21 @@ def _queued_due(ledger: Ledger, open_plans: list[StoredPlan], limits: Mapping[st
 
 
 def _progress(ledger: Ledger, record: StoredMonth, open_plans: Iterable) -> MonthProgress:
-    files = [f for p in open_plans if (p.pipeline, p.month) == (record.pipeline, record.month)
-             for f in ledger.files(plan_id=p.plan_id)]
+    """The month's progress over its current plans: the open ones while it runs, every attempt of its current
+    items once it is finished (so a done month shows what its batches did)."""
+    plans = [p for p in open_plans if (p.pipeline, p.month) == (record.pipeline, record.month)]
+    if not plans and record.root_plan_id is not None:
+        plans = [p for p in ledger.plans(record.pipeline, record.month)
+                 if p.root_plan_id == record.root_plan_id and p.state != PlanState.SUPERSEDED]
+    files = [f for p in plans for f in ledger.files(plan_id=p.plan_id)]
+    by_state = orjson.loads(record.summary).get("by_state", {}) if record.summary else {}
     return MonthProgress(
         record.pipeline, record.month, record.state, record.attempt,
         completed=sum(f.completed for f in files), failed=sum(f.failed for f in files),
         total=sum(f.total for f in files), batch_statuses={f.batch_id: f.batch_status or "" for f in files
                                                            if f.batch_id},
-        queued_files=sum(f.state == FileState.QUEUED for f in files))
+        queued_files=sum(f.state == FileState.QUEUED for f in files),
+        items_by_state={k: v for k, v in by_state.items() if v})
 
 
 __all__ = ["CollectDue", "MonthProgress", "Stall", "SubmitDue", "TickDecisions", "advance", "poll"]

@@ -9,7 +9,13 @@ import dagster as dg
 from batch_assets.defs.control_jobs import build_cancel_job
 from batch_assets.defs.factory import build_pipeline
 from batch_assets.defs.partitions import monthly_partitions
-from batch_assets.defs.resources import BatchAPIResource, LedgerResource, SourcesResource, WarehouseResource
+from batch_assets.defs.resources import (
+    BatchAPIResource,
+    LedgerResource,
+    OutputTable,
+    SourcesResource,
+    WarehouseResource,
+)
 from batch_assets.defs.sensor import build_batch_sensor
 from batch_assets.defs.source_assets import build_source_assets
 from batch_assets.pipelines.catalog import PIPELINES
@@ -67,6 +73,8 @@ def build_definitions(settings: PlatformSettings | None = None,
             default_status=dg.DefaultScheduleStatus.RUNNING if settings.provider == "local"
             else dg.DefaultScheduleStatus.STOPPED,
         ))
+    output_tables = [OutputTable(name=declared.name, columns=dict(declared.columns), key=list(declared.key))
+                     for declared in (spec.output_table_declaration() for spec in pipelines) if declared]
     return dg.Definitions(
         assets=assets,
         asset_checks=asset_checks,
@@ -76,7 +84,8 @@ def build_definitions(settings: PlatformSettings | None = None,
                                     settings.stall_after_hours)],
         resources={
             "batch_api": batch_api_resource(settings),
-            "warehouse_db": WarehouseResource(duckdb_path=str(settings.duckdb_path), data_dir=str(settings.data_dir)),
+            "warehouse_db": WarehouseResource(duckdb_path=str(settings.duckdb_path), data_dir=str(settings.data_dir),
+                                              output_tables=output_tables),
             "ledger": LedgerResource(url=settings.ledger_url),
             "sources_config": SourcesResource(documents_path=settings.documents_path,
                                               docs_per_month=settings.docs_per_month,

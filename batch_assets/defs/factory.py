@@ -123,8 +123,6 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
                    ) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition], dict[str, AssetJob]]:
     """The pipeline's four assets, its checks, and its `submit`, `collect` and `resubmit` jobs (their runs carry
     `run_tags`)."""
-    if spec.output_schema is not None:
-        warehouse.register_table(spec.output_table, dict(spec.output_schema), spec.output_key or ("month",))
     config_class = settings_config_class(spec, platform)
     common = {"partitions_def": partitions_def, "group_name": spec.name}
 
@@ -244,7 +242,8 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
               description=f"{spec.description} Output table `{spec.output_table}` in DuckDB, one month replaced "
                           "at a time, built from the month's successful answers with the settings its requests "
                           "were built with.",
-              metadata={"dagster/column_schema": table_schema(spec.output_table, spec.output_columns)}, **common)
+              metadata={"dagster/column_schema": table_schema(spec.output_table, spec.output_columns,
+                                                              spec.output_schema)}, **common)
     def output(context: dg.AssetExecutionContext, warehouse_db: WarehouseResource,
                ledger: LedgerResource) -> dg.MaterializeResult:
         month = partition_month(context)

@@ -3,6 +3,7 @@ component gives it assets and checks, the platform its jobs and a place in the b
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +13,12 @@ import dagster as dg
 import orjson
 import polars as pl
 import pytest
+import yaml
 
 from batch_assets.batching.request_files import PreparedRequest, prepare_responses_requests
 from batch_assets.definitions import defs as code_location
 from batch_assets.defs.definitions import build_definitions
-from batch_assets.defs.pipeline_component import PipelineComponent
+from batch_assets.defs.pipeline_component import PipelineComponent, PipelineScaffolder
 from batch_assets.pipelines.catalog import PIPELINES
 from batch_assets.pipelines.spec import PipelineSettings, PipelineSpec
 from batch_assets.settings import PlatformSettings
@@ -60,6 +62,11 @@ def test_the_code_location_loads_every_pipeline_of_the_defs_folder_without_lifec
     # The warehouse resource carries the declared table; nothing global learnt about it.
     [declared] = loaded.resources["warehouse_db"].output_tables
     assert (declared.name, declared.key) == ("document_titles", ["month", "document_id"])
+    # The README's lineage link expands exactly the code location's groups (the UI opens them collapsed).
+    [expanded] = re.findall(r"\(http://127\.0\.0\.1:3000/asset-groups\?expanded=([^)\s]+)\)",
+                            (ROOT / "README.md").read_text())
+    groups = {graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert sorted(expanded.split(",")) == sorted(f"global@global:{group}" for group in groups)
 
 
 def test_the_yaml_pipeline_runs_end_to_end_through_the_responses_api(tmp_path: Path,
@@ -102,6 +109,23 @@ def test_a_custom_row_builder_named_in_yaml_still_maps_every_answer_to_its_item(
     platform.drive_sensor()
     assert platform.query("SELECT count(*), count(answer) FROM document_titles") == [(6, 6)]
     assert platform.query("SELECT bool_and(starts_with(custom_id, 'title-')) FROM batch_requests") == [(True,)]
+
+
+def test_dg_scaffold_writes_a_classifier_that_runs_as_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "review-moods"
+    folder.mkdir()
+    PipelineScaffolder().scaffold(dg.ScaffoldRequest(
+        type_name=f"{PipelineComponent.__module__}.PipelineComponent", target_path=folder, scaffold_format="yaml",
+        project_root=ROOT, params=None))
+    written = yaml.safe_load((folder / "defs.yaml").read_text())
+    assert written["type"] == "batch_assets.defs.pipeline_component.PipelineComponent"
+    spec = PipelineComponent.resolve_from_dict(written["attributes"]).to_spec()
+    platform = with_pipelines(make_platform(tmp_path, monkeypatch, models="fake"), spec)
+    platform.run_job("review_moods_submit")
+    platform.drive_sensor()
+    assert platform.query("SELECT count(*), count(label), count(gold_label) FROM review_moods_rows") == [(6, 6, 6)]
+    checks = {c.check_name for run in platform.collect_runs for c in run.get_asset_check_evaluations()}
+    assert "review_moods_accuracy" in checks
 
 
 def test_two_pipelines_with_one_name_fail_at_load_saying_which(tmp_path: Path,

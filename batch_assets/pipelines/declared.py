@@ -6,13 +6,11 @@ What a declaration says: the endpoint (chat completions, embeddings or Responses
 source table it reads and how an item's text is made from the row (`input`, a template over the row's columns),
 a structured answer (`labels` for a classifier, or an `answer_schema`), the output table and what fills each
 column, and checks. Custom row builders are dotted paths to Python functions (`build_requests`, `build_outputs`,
-a check's `function`): the escape hatch when a template and the column values below are not enough.
+a check's `function`): the escape hatch when a template and the column values are not enough.
 """
 
 from __future__ import annotations
 
-import importlib
-import re
 import string
 from collections.abc import Callable, Iterator
 from datetime import date
@@ -22,7 +20,7 @@ import duckdb
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL, RESPONSES_URL
+from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL
 from batch_assets.batching.request_files import (
     PreparedRequest,
     prepare_chat_requests,
@@ -30,35 +28,21 @@ from batch_assets.batching.request_files import (
     prepare_responses_requests,
 )
 from batch_assets.batching.requests import (
-    chat_body,
-    embedding_body,
     json_schema_response_format,
     json_schema_text_format,
     label_schema,
-    responses_body,
+)
+from batch_assets.pipelines.declared_rules import (
+    ANSWER_COLUMNS,
+    SOURCE_ITEM_ID_COLUMNS,
+    VALUES_HELP,
+    check_declaration,
+    load_function,
 )
 from batch_assets.pipelines.spec import CheckOutcome, PipelineSettings, PipelineSpec, QualityCheck, SourceName
-from batch_assets.warehouse import TABLES, WarehouseError, polars_schema, read_table
+from batch_assets.warehouse import TABLES, polars_schema, read_table
 
 DeclaredEndpoint = Literal["/v1/chat/completions", "/v1/embeddings", "/v1/responses"]
-# The column that identifies an item of each source within a month.
-SOURCE_ITEM_ID_COLUMNS: dict[str, str] = {"raw_documents": "id", "company_metrics": "company"}
-
-# Output column values read straight from an item's answer: value → (column of the joined rows, DuckDB type).
-_ANSWER_COLUMNS: dict[str, tuple[str, str]] = {
-    "item_id": ("item_id", "VARCHAR"),
-    "model": ("response_model", "VARCHAR"),  # the model that answered
-    "answer": ("content", "VARCHAR"),  # the answer's text (chat, Responses)
-    "embedding": ("embedding", "FLOAT[]"),  # the vector (embeddings)
-    "batch_id": ("batch_id", "VARCHAR"),
-    "attempt": ("attempt", "INTEGER"),
-    "prompt_tokens": ("prompt_tokens", "BIGINT"),
-    "completion_tokens": ("completion_tokens", "BIGINT"),
-}
-_TEXT_ONLY = {"answer", "completion_tokens", "label"}  # values an embeddings answer does not have
-_VALUES_HELP = ("item_id, model, answer, answer.<field>, label, embedding, dims, batch_id, attempt, prompt_tokens, "
-                "completion_tokens, source.<column>")
-_NAME_PATTERN = r"[a-z][a-z0-9_]*"
 
 
 class _Declaration(BaseModel):
@@ -69,7 +53,7 @@ class OutputColumn(_Declaration):
     """One column of the output table."""
 
     name: str = Field(description="column name")
-    value: str | None = Field(default=None, description=f"what fills it: {_VALUES_HELP} (not needed with "
+    value: str | None = Field(default=None, description=f"what fills it: {VALUES_HELP} (not needed with "
                                                         "build_outputs)")
     type: str | None = Field(default=None, description="DuckDB type (default: the value's own type; "
                                                        "VARCHAR for answer.<field>)")
@@ -143,15 +127,15 @@ class PipelineDeclaration(_Declaration):
 
     @model_validator(mode="after")
     def _consistent(self) -> PipelineDeclaration:
-        _check_declaration(self)
+        check_declaration(self)
         return self
 
     def to_spec(self) -> PipelineSpec:
         """The pipeline as the platform runs it."""
         defaults = self.settings()
-        requests = _load_function(self.build_requests, "build_requests") if self.build_requests else \
+        requests = load_function(self.build_requests, "build_requests") if self.build_requests else \
             self._build_requests
-        outputs = _load_function(self.build_outputs, "build_outputs") if self.build_outputs else self._build_outputs
+        outputs = load_function(self.build_outputs, "build_outputs") if self.build_outputs else self._build_outputs
         return PipelineSpec(
             name=self.name,
             description=self.description or f"The {self.name} pipeline (declared in YAML).",
@@ -217,8 +201,8 @@ class PipelineDeclaration(_Declaration):
         if column.type is not None:
             return column.type
         value = column.value or ""
-        if value in _ANSWER_COLUMNS:
-            return _ANSWER_COLUMNS[value][1]
+        if value in ANSWER_COLUMNS:
+            return ANSWER_COLUMNS[value][1]
         if value == "dims":
             return "INTEGER"
         if value.startswith("source."):
@@ -227,8 +211,8 @@ class PipelineDeclaration(_Declaration):
 
     def _column_value(self, column: OutputColumn, settings: PipelineSettings) -> pl.Expr:
         value = column.value or ""
-        if value in _ANSWER_COLUMNS:
-            expr = pl.col(_ANSWER_COLUMNS[value][0])
+        if value in ANSWER_COLUMNS:
+            expr = pl.col(ANSWER_COLUMNS[value][0])
         elif value == "dims":
             expr = pl.col("embedding").list.len()
         elif value == "label":
@@ -254,7 +238,7 @@ class PipelineDeclaration(_Declaration):
     def _check(self, check: CheckDeclaration) -> QualityCheck:
         table = self.output.table
         if check.function is not None:
-            run: Callable[[duckdb.DuckDBPyConnection, date], CheckOutcome] = _load_function(
+            run: Callable[[duckdb.DuckDBPyConnection, date], CheckOutcome] = load_function(
                 check.function, f"check {check.name}")
             description = check.description or f"{check.function} over the month's {table}"
         elif check.not_null is not None:
@@ -291,127 +275,3 @@ def _accuracy_check(table: str, column: str, gold: str, threshold: float
                                                    "threshold": round(threshold, 4)},
                             f"accuracy {accuracy:.1%} over {scored.height} rows (threshold {threshold:.1%})")
     return run
-
-
-def _load_function(path: str, what: str) -> Any:
-    """The Python object a dotted path names; an error that says what to fix when there is none."""
-    module_name, _, attribute = path.rpartition(".")
-    if not module_name:
-        raise ValueError(f"{what}: {path!r} is not a dotted path such as my_package.my_module.my_function")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ValueError(f"{what}: cannot import {module_name} ({error}); check the dotted path {path!r}") from None
-    function = getattr(module, attribute, None)
-    if not callable(function):
-        raise ValueError(f"{what}: {module_name} has no function {attribute!r}")
-    return function
-
-
-def _check_declaration(d: PipelineDeclaration) -> None:
-    """Everything that can be known wrong before a run: each message says what to change."""
-    if not re.fullmatch(_NAME_PATTERN, d.name):
-        raise ValueError(f"name {d.name!r}: use lower-case letters, digits and underscores, starting with a letter")
-    source_columns = set(TABLES[d.source])
-    if d.expected_output_tokens < 0:
-        raise ValueError(f"expected_output_tokens must be >= 0, got {d.expected_output_tokens}")
-    if d.item_id() not in source_columns:
-        raise ValueError(f"item_id_column {d.item_id()!r} is not a column of {d.source} "
-                         f"({', '.join(sorted(source_columns))})")
-    embeddings = d.endpoint == EMBEDDINGS_URL
-    if embeddings:
-        not_for_embeddings = [name for name in ("prompt", "max_tokens", "temperature", "seed", "labels",
-                                                "answer_schema") if getattr(d, name)]
-        if not_for_embeddings:
-            raise ValueError(f"an embeddings pipeline takes no {', '.join(not_for_embeddings)}")
-    elif d.dimensions is not None:
-        raise ValueError("dimensions is for embeddings pipelines (endpoint /v1/embeddings)")
-    if d.labels and d.answer_schema:
-        raise ValueError("give labels (a classifier) or answer_schema, not both")
-    if d.endpoint == RESPONSES_URL and d.seed is not None:
-        raise ValueError("the Responses API takes no seed: remove seed (or use /v1/chat/completions)")
-    if d.build_requests is None:
-        for _, column, spec, conversion in string.Formatter().parse(d.input):
-            if column is not None and (column not in source_columns or spec or conversion):
-                raise ValueError(f"input {d.input!r}: {{{column}}} must name a column of {d.source} "
-                                 f"({', '.join(sorted(source_columns))}), without a format; for anything more, "
-                                 "write a build_requests function")
-        _check_body(d)
-    _check_output(d, source_columns, embeddings)
-    output_columns = {c.name for c in d.output.columns}
-    for check in d.checks:
-        named = [check.not_null] if check.not_null else \
-            [check.accuracy.column, check.accuracy.gold] if check.accuracy else []
-        unknown = [name for name in named if name not in output_columns]
-        if unknown:
-            raise ValueError(f"check {check.name!r}: {unknown} are not columns of {d.output.table}")
-        if not re.fullmatch(_NAME_PATTERN, check.name):
-            raise ValueError(f"check name {check.name!r}: use lower-case letters, digits and underscores")
-        if check.function:
-            _load_function(check.function, f"check {check.name}")
-        if check.accuracy and check.accuracy.better_than is not None and not 0 <= check.accuracy.better_than <= 1:
-            raise ValueError(f"check {check.name!r}: better_than is a share, within [0, 1]")
-    for path, what in ((d.build_requests, "build_requests"), (d.build_outputs, "build_outputs")):
-        if path:
-            _load_function(path, what)
-    try:
-        d.to_spec()  # the warehouse's own checks of the output table: name, types, key
-    except WarehouseError as error:
-        raise ValueError(f"output: {error}") from None
-
-
-def _check_body(d: PipelineDeclaration) -> None:
-    """One request body built with the declared defaults, so a bad model, cap or schema fails at load."""
-    settings = d.settings()
-    schema = d.structured_schema(settings)
-    if d.endpoint == EMBEDDINGS_URL:
-        embedding_body(d.model, "x", dimensions=d.dimensions)
-    elif d.endpoint == CHAT_COMPLETIONS_URL:
-        chat_body(d.model, [{"role": "user", "content": "x"}], max_tokens=d.max_tokens, temperature=d.temperature,
-                  seed=d.seed, response_format=json_schema_response_format(d.name, schema) if schema else None)
-    else:
-        responses_body(d.model, "x", instructions=d.prompt or None, max_output_tokens=d.max_tokens,
-                       temperature=d.temperature,
-                       text_format=json_schema_text_format(d.name, schema) if schema else None)
-
-
-def _check_output(d: PipelineDeclaration, source_columns: set[str], embeddings: bool) -> None:
-    if not d.output.columns:
-        raise ValueError("output.columns: declare at least one column")
-    names = [c.name for c in d.output.columns]
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated or "month" in names:
-        raise ValueError(f"output columns {duplicated or ['month']}: each name once, and no 'month' (every output "
-                         "table has it)")
-    for column in d.output.columns:
-        value = column.value
-        if value is None:
-            if d.build_outputs is None:
-                raise ValueError(f"output column {column.name!r} needs a value ({_VALUES_HELP})")
-            if column.type is None:
-                raise ValueError(f"output column {column.name!r} needs a type: build_outputs fills it")
-            continue
-        known = value in _ANSWER_COLUMNS or value in ("dims", "label") or value.startswith(("answer.", "source."))
-        if not known:
-            raise ValueError(f"output column {column.name!r}: unknown value {value!r}; use one of {_VALUES_HELP}")
-        if value.startswith("source.") and value.removeprefix("source.") not in source_columns:
-            raise ValueError(f"output column {column.name!r}: {d.source} has no column "
-                             f"{value.removeprefix('source.')!r} ({', '.join(sorted(source_columns))})")
-        text_value = value in _TEXT_ONLY or value.startswith("answer.")
-        if embeddings and text_value:
-            raise ValueError(f"output column {column.name!r}: an embeddings answer has no {value}")
-        if not embeddings and value in ("embedding", "dims"):
-            raise ValueError(f"output column {column.name!r}: only an embeddings answer has {value}")
-        if value == "label" and not d.labels:
-            raise ValueError(f"output column {column.name!r}: value label needs labels (a classifier)")
-        if value.startswith("answer.") and not (d.answer_schema or d.labels):
-            raise ValueError(f"output column {column.name!r}: {value} reads a field of a structured answer; give "
-                             "an answer_schema (or labels)")
-    key = d.output.key or [c.name for c in d.output.columns if c.value == "item_id"][:1]
-    if not key:
-        raise ValueError("output: add a column with value item_id, or name the columns that identify a row "
-                         "(output.key)")
-    unknown_key = [k for k in key if k not in names]
-    if unknown_key:
-        raise ValueError(f"output.key {unknown_key} must be output columns")
-

@@ -69,6 +69,16 @@ def test_the_code_location_loads_every_pipeline_of_the_defs_folder_without_lifec
     assert sorted(expanded.split(",")) == sorted(f"global@global:{group}" for group in groups)
 
 
+def test_the_code_location_without_an_openai_key_says_what_to_set(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCH_ASSETS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BATCH_ASSETS_PROVIDER", "openai")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(Exception, match="platform.py") as raised:  # Dagster names the component that failed
+        code_location()
+    assert "set OPENAI_API_KEY" in str(raised.value.__cause__)
+
+
 def test_the_yaml_pipeline_runs_end_to_end_through_the_responses_api(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     platform = with_pipelines(make_platform(tmp_path, monkeypatch, models="fake"), titles_component().to_spec())

@@ -47,6 +47,12 @@ def test_the_shipped_yaml_pipeline_is_a_valid_declaration() -> None:
                                                                    ("month", "document_id"))
 
 
+def test_the_readme_shows_the_shipped_yaml_pipeline_as_it_is() -> None:
+    shipped = (ROOT / "batch_assets" / "defs" / "titles" / "defs.yaml").read_text()
+    declaration_lines = shipped[shipped.index("type: "):]
+    assert f"```yaml\n{declaration_lines}```" in (ROOT / "README.md").read_text()
+
+
 def test_a_classifier_asks_for_one_of_its_labels_and_keeps_only_valid_ones() -> None:
     declared = PipelineDeclaration.model_validate(declaration())
     [first, _] = bodies(declared)

@@ -1,5 +1,5 @@
-"""What the end-to-end tests that start `dagster dev` share: the process, its GraphQL API, and the wait for a
-month to go from one `submit_month` launch to every pipeline's collect run, with no further click."""
+"""What the end-to-end tests that start `dg dev` (the README's command) share: the process, its GraphQL API, and
+the wait for a month to go from one `submit_month` launch to every pipeline's collect run, with no further click."""
 
 from __future__ import annotations
 
@@ -97,12 +97,13 @@ def dagster_dev_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[
 
 @contextmanager
 def dagster_dev(home: Path, env: Mapping[str, str]) -> Iterator[Webserver]:
-    """`dagster dev -w workspace.yaml` in `home` (which holds dagster.yaml and workspace.yaml), stopped after."""
+    """`dg dev -w workspace.yaml`, as scripts/dev.sh runs it, in `home` (which holds dagster.yaml and
+    workspace.yaml), stopped after. Its output is in `dagster_dev.log` there."""
     port = free_port()
     log_path = home / "dagster_dev.log"
-    dagster = Path(sys.executable).parent / "dagster"
+    dg = Path(sys.executable).parent / "dg"
     with log_path.open("wb") as log:
-        process = subprocess.Popen([str(dagster), "dev", "-w", "workspace.yaml", "-p", str(port)], cwd=home,
+        process = subprocess.Popen([str(dg), "dev", "-w", "workspace.yaml", "-p", str(port)], cwd=home,
                                    env=dict(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             yield Webserver(port, log_path)

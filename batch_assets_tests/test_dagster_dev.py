@@ -1,5 +1,5 @@
-"""The path a new user takes: `dagster dev` with the project's own dagster.yaml and workspace.yaml, one run
-of `submit_month`, and the daemon's batch sensor carries the month to DuckDB with no further click."""
+"""The path a new user takes: `dg dev` with the project's own dagster.yaml and workspace.yaml, one run of
+`submit_month`, and the daemon's batch sensor carries the month to DuckDB with no further click."""
 
 from __future__ import annotations
 
@@ -25,10 +25,14 @@ def test_one_click_then_the_sensor_finishes_the_month(tmp_path: Path) -> None:
         runs = submit_month_and_wait_for_collects(web, MONTH)
 
     collect_runs = [r for r in runs if r["jobName"].endswith("_collect")]
-    assert len(collect_runs) == 3  # exactly once per pipeline-month
+    assert len(collect_runs) == 4  # exactly once per pipeline-month, the YAML pipeline's included
     with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as con:
         assert con.sql("SELECT count(*) FROM document_embeddings").fetchall() == [(4,)]
         assert con.sql("SELECT count(*) FROM document_labels WHERE label IS NOT NULL").fetchall() == [(4,)]
         assert con.sql("SELECT count(*) FROM monthly_reports").fetchall() == [(5,)]
-        assert con.sql("SELECT count(DISTINCT pipeline) FROM batch_costs").fetchall() == [(3,)]
+        assert con.sql("SELECT count(*), count(title) FROM document_titles").fetchall() == [(4, 4)]
+        assert con.sql("SELECT count(DISTINCT pipeline) FROM batch_costs").fetchall() == [(4,)]
     assert (tmp_path / ".dagster_home" / "storage").is_dir()  # history kept under the project's DAGSTER_HOME
+    # What a new user saw at every start: no lifecycle warning about the project's own code, nor about `dagster dev`.
+    log = (tmp_path / "dagster_dev.log").read_text()
+    assert "SupersessionWarning" not in log and "PreviewWarning" not in log, log

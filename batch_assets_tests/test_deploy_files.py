@@ -60,8 +60,13 @@ def env_names(config: Any) -> set[str]:
     return set()
 
 
+def dg_project() -> dict[str, Any]:
+    """The [tool.dg.project] table: where `dg` (and the code location) find the project's definitions."""
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["dg"]["project"]
+
+
 def code_location_module() -> str:
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["dagster"]["module_name"]
+    return dg_project()["code_location_target_module"]
 
 
 def module_argument(args: list[str]) -> str:
@@ -163,6 +168,9 @@ def test_the_containers_commands_parse_with_the_clis_they_name(tmp_path: Path, m
 def test_the_code_location_is_the_projects_module_everywhere() -> None:
     module = code_location_module()
     importlib.import_module(module)
+    (entry,) = load_yaml(ROOT / "workspace.yaml")["load_from"]  # `dg dev -w workspace.yaml`, scripts/dev.sh
+    assert (entry["python_module"]["module_name"], entry["python_module"]["location_name"]) == (
+        module, dg_project()["code_location_name"])
     assert module_argument(compose()["services"]["user_code"]["command"]) == module
     dockerfile_cmd = re.search(r"^CMD (\[.*\])$", (DEPLOY / "Dockerfile").read_text(), re.MULTILINE)
     assert dockerfile_cmd and module_argument(yaml.safe_load(dockerfile_cmd.group(1))) == module
@@ -175,8 +183,7 @@ def test_the_workspace_points_at_the_code_location_service() -> None:
     server = entry["grpc_server"]
     user_code = parse_command(compose()["services"]["user_code"]["command"]).params
     assert (server["host"], server["port"]) == ("user_code", user_code["port"])
-    assert server["location_name"] == tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["dagster"][
-        "code_location_name"]
+    assert server["location_name"] == dg_project()["code_location_name"]
 
 
 def test_the_dockerfile_copies_files_that_exist_and_installs_the_instance_support() -> None:
@@ -188,6 +195,8 @@ def test_the_dockerfile_copies_files_that_exist_and_installs_the_instance_suppor
     dagster_home = re.search(r"^ENV DAGSTER_HOME=(.+)$", text, re.MULTILINE)
     assert dagster_home and copies["deploy/dagster.yaml"] == f"{dagster_home.group(1)}/dagster.yaml"
     assert copies["deploy/workspace.yaml"] == f"{re.findall(r'^WORKDIR (.+)$', text, re.MULTILINE)[-1]}/workspace.yaml"
+    # Editable: the code location finds its defs folder through the project's pyproject.toml.
+    assert re.search(r'^RUN pip install --no-cache-dir -e "\.\[\$\{EXTRAS\}\]"', text, re.MULTILINE)
     extras = re.search(r"^ARG EXTRAS=(.+)$", text, re.MULTILINE)
     assert extras and {"local", "deploy"} <= set(extras.group(1).split(","))
     optional = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]

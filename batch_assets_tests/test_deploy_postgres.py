@@ -70,7 +70,8 @@ def test_a_month_end_to_end_on_the_postgres_instance(tmp_path: Path, postgres: P
     try:
         with ledger.cursor() as cursor:
             cursor.execute("SELECT pipeline, state FROM months ORDER BY pipeline")
-            assert cursor.fetchall() == [("embeddings", "done"), ("reports", "done"), ("sentiment", "done")]
+            assert cursor.fetchall() == [("embeddings", "done"), ("reports", "done"), ("sentiment", "done"),
+                                         ("titles", "done")]
     finally:
         ledger.close()
     # and nothing went to a SQLite instance beside dagster.yaml, nor to a SQLite ledger

@@ -146,13 +146,9 @@ def _check_results(report: MonthReport) -> Iterator[dg.AssetCheckResult]:
                   "final_by_attempt": report.by_attempt})
 
 
-def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, platform: PlatformSettings,
-                   run_tags: Mapping[str, str] | None = None
-                   ) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition], dict[str, AssetJob]]:
-    """The pipeline's four assets, its checks, and its `submit`, `collect` and `resubmit` jobs (their runs carry
-    `run_tags`)."""
-    if spec.output_schema is not None:
-        warehouse.register_table(spec.output_table, dict(spec.output_schema), spec.output_key or ("month",))
+def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, platform: PlatformSettings
+                   ) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
+    """The pipeline's four assets and its checks (its jobs: `build_pipeline_jobs`)."""
     config_class = settings_config_class(spec, platform)
     common = {"partitions_def": partitions_def, "group_name": spec.name}
 
@@ -284,7 +280,8 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
               description=f"{spec.description} Output table `{spec.output_table}` in DuckDB, one month replaced "
                           "at a time, built from the month's successful answers with the settings its requests "
                           "were built with.",
-              metadata={"dagster/column_schema": table_schema(spec.output_table, spec.output_columns)}, **common)
+              metadata={"dagster/column_schema": table_schema(spec.output_table, spec.output_columns,
+                                                              spec.output_schema)}, **common)
     def output(context: dg.AssetExecutionContext, warehouse_db: WarehouseResource,
                ledger: LedgerResource) -> dg.MaterializeResult:
         month = partition_month(context)
@@ -326,7 +323,13 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
                          f"--month {month[:7]}" if stalled else f"{len(running)} running batch(es), all progressing"),
             metadata={"running": len(running), "stalled_batch_ids": [f.batch_id for f in stalled]})
 
-    jobs = {
+    return [requests, batches, results, output], [progressing, accounting]
+
+
+def build_pipeline_jobs(spec: PipelineSpec, run_tags: Mapping[str, str] | None = None) -> dict[str, AssetJob]:
+    """The pipeline's `submit`, `collect` and `resubmit` jobs (their runs carry `run_tags`). Built with the
+    platform's other jobs: the batch sensor launches them by name."""
+    return {
         "submit": dg.define_asset_job(
             f"{spec.name}_submit", selection=[spec.source, spec.requests_asset, spec.batches_asset], tags=run_tags,
             description=f"{spec.name}: load the month's {spec.source}, plan the requests, submit batches. "
@@ -340,4 +343,3 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
             description=f"{spec.name}: submit the month's planned attempt (the batch sensor launches it for "
                         "retries; it also finishes a submission a crashed run left half done)."),
     }
-    return [requests, batches, results, output], [progressing, accounting], jobs

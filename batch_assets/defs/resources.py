@@ -38,15 +38,30 @@ class BatchAPIResource(dg.ConfigurableResource):
         return BatchClient(local_openai_client(config, max_retries=self.max_retries))
 
 
+class OutputTable(dg.Config):
+    """An output table the warehouse does not ship (a declared pipeline's): columns name → DuckDB type."""
+
+    name: str
+    columns: dict[str, str]
+    key: list[str]
+
+
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB warehouse file and the folders for request files, downloads and result payloads."""
+    """The DuckDB warehouse file, the output tables the code location declares on top of the shipped ones, and
+    the folders for request files, downloads and result payloads."""
 
     duckdb_path: str
     data_dir: str
+    output_tables: list[OutputTable] = []
+
+    def table_declarations(self) -> list[warehouse.TableDeclaration]:
+        return [warehouse.TableDeclaration(table.name, dict(table.columns), tuple(table.key))
+                for table in self.output_tables]
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        con = warehouse.connect(self.duckdb_path)
+        """The warehouse, with every declared output table created if it is missing."""
+        con = warehouse.connect(self.duckdb_path, tables=self.table_declarations())
         try:
             yield con
         finally:

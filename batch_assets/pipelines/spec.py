@@ -15,6 +15,7 @@ import polars as pl
 
 from batch_assets.batching.protocol import Endpoint
 from batch_assets.batching.request_files import BatchLimits, PreparedRequest
+from batch_assets.warehouse import TableDeclaration
 
 SourceName = Literal["raw_documents", "company_metrics"]
 
@@ -157,6 +158,15 @@ class PipelineSpec:
     # For an output table the warehouse does not ship: column -> DuckDB type (with month DATE), and its key.
     output_schema: Mapping[str, str] | None = None
     output_key: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.output_table_declaration()  # a declaration the warehouse cannot hold fails here, saying why
+
+    def output_table_declaration(self) -> TableDeclaration | None:
+        """The output table for the warehouse to create, when it is not one the warehouse ships."""
+        if self.output_schema is None:
+            return None
+        return TableDeclaration(self.output_table, dict(self.output_schema), self.output_key or ("month",))
 
     @property
     def requests_asset(self) -> str:

@@ -9,12 +9,13 @@ from batch_assets.warehouse.schema import (
     EMBEDDINGS_TABLE,
     PIPELINE_TABLES,
     TABLES,
+    TableDeclaration,
     WarehouseError,
     connect,
     embedding_dims,
     ensure_schema,
     polars_schema,
-    register_table,
+    table_columns,
     table_exists,
 )
 from batch_assets.warehouse.writes import replace_partition, replace_partition_from_parquet
@@ -24,6 +25,7 @@ __all__ = [
     "EMBEDDINGS_TABLE",
     "PIPELINE_TABLES",
     "TABLES",
+    "TableDeclaration",
     "WarehouseError",
     "connect",
     "embedding_dims",
@@ -33,8 +35,8 @@ __all__ = [
     "polars_schema",
     "read_documents",
     "read_table",
-    "register_table",
     "replace_partition",
     "replace_partition_from_parquet",
+    "table_columns",
     "table_exists",
 ]

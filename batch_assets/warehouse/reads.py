@@ -12,13 +12,13 @@ from batch_assets.sources import month_start
 from batch_assets.warehouse.schema import (
     EMBEDDINGS_TABLE,
     PIPELINE_TABLES,
-    TABLE_KEYS,
     WarehouseError,
-    check_table,
     embedding_dims,
     polars_schema,
     quote,
+    table_columns,
     table_exists,
+    table_key,
 )
 
 DOCUMENT_COLUMNS = ("id", "text", "created_at", "label", "month")
@@ -35,11 +35,11 @@ def read_table(
 
     A table that does not exist yet reads as an empty frame with its columns.
     """
-    columns = check_table(table)
+    columns = table_columns(con, table)
     if pipeline is not None and table not in PIPELINE_TABLES:
         raise WarehouseError(f"{table} has no pipeline column: leave pipeline=None")
     if not table_exists(con, table):
-        return pl.DataFrame(schema=polars_schema(table))
+        return pl.DataFrame(schema=polars_schema(columns))
     where, params = [], {}
     if month is not None:
         where.append("month = $month")
@@ -50,7 +50,7 @@ def read_table(
     sql = (
         f"SELECT {', '.join(quote(c) for c in columns)} FROM {quote(table)}"
         + (f" WHERE {' AND '.join(where)}" if where else "")
-        + f" ORDER BY {', '.join(quote(c) for c in TABLE_KEYS[table])}"
+        + f" ORDER BY {', '.join(quote(c) for c in table_key(con, table))}"
     )
     return pl.DataFrame(con.sql(sql, params=params or None))
 

@@ -5,12 +5,19 @@ Every table is keyed by `month` (the first day of a month, a Dagster partition).
 rows.
 `document_embeddings.embedding` is a fixed-size `FLOAT[N]` array; N is fixed when the first embeddings are
 written (the table is created then, not by `ensure_schema`).
+
+Output tables the warehouse does not ship (a pipeline declared in YAML, the README's fourth one) are declared
+per connection (`connect(tables=...)`, which the Dagster warehouse resource passes), never in a global: once
+created, such a table describes itself — its columns from the database's catalog, its key from its primary key.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import duckdb
 import polars as pl
@@ -23,7 +30,7 @@ EMBEDDINGS_TABLE = "document_embeddings"
 EMBEDDING_COLUMN = "embedding"
 
 # Column → DuckDB type. "FLOAT[N]" stands for the array width chosen at the first write.
-TABLES: dict[str, dict[str, str]] = {
+_SHIPPED_TABLES: dict[str, dict[str, str]] = {
     "raw_documents": {
         "month": "DATE",
         "id": "VARCHAR",
@@ -120,9 +127,12 @@ TABLES: dict[str, dict[str, str]] = {
         "saving_usd": "DOUBLE",
     },
 }
+# The tables every warehouse has; read-only, so nothing can add to them for everybody.
+TABLES: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {table: MappingProxyType(columns) for table, columns in _SHIPPED_TABLES.items()})
 PIPELINE_TABLES = frozenset({"batch_requests", "batch_outcomes", "batch_costs"})
 # Row order of reads.
-TABLE_KEYS: dict[str, tuple[str, ...]] = {
+TABLE_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "raw_documents": ("month", "id"),
     "company_metrics": ("month", "company"),
     EMBEDDINGS_TABLE: ("month", "document_id", "model"),
@@ -131,7 +141,7 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "batch_requests": ("pipeline", "month", "plan_id", "item_id"),
     "batch_outcomes": ("pipeline", "month", "custom_id", "attempt"),
     "batch_costs": ("pipeline", "month", "batch_id", "model"),
-}
+})
 
 _POLARS_TYPES: dict[str, pl.DataType] = {
     "DATE": pl.Date(),
@@ -142,7 +152,10 @@ _POLARS_TYPES: dict[str, pl.DataType] = {
     "INTEGER": pl.Int32(),
     "BOOLEAN": pl.Boolean(),
     "FLOAT[N]": pl.List(pl.Float32()),
+    "FLOAT[]": pl.List(pl.Float32()),  # vectors of any length, for declared tables (a YAML embeddings pipeline)
 }
+# Column types a declared table may use.
+DECLARABLE_TYPES = tuple(t for t in _POLARS_TYPES if t != "FLOAT[N]")
 
 
 class WarehouseError(RuntimeError):
@@ -154,33 +167,67 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def check_table(table: str) -> dict[str, str]:
-    """The columns of a known table; a clear error for an unknown name."""
+def check_table(table: str) -> Mapping[str, str]:
+    """The columns of a table the warehouse ships; a clear error for any other name."""
     if table not in TABLES:
-        raise WarehouseError(f"unknown warehouse table {table!r}: use one of {', '.join(TABLES)}")
+        raise WarehouseError(f"unknown warehouse table {table!r}: use one of {', '.join(TABLES)}, or declare it "
+                             "as a pipeline's output table")
     return TABLES[table]
 
 
-def register_table(table: str, columns: dict[str, str], keys: tuple[str, ...]) -> None:
-    """Declares the output table of a pipeline the warehouse does not ship (see the README's fourth
-    pipeline). Idempotent; a different definition under an existing name is an error."""
-    if columns.get("month") != "DATE":
-        raise WarehouseError(f"table {table} needs a 'month' DATE column: every table is partitioned by month")
-    unknown = sorted({t for t in columns.values() if t not in _POLARS_TYPES})
-    if unknown:
-        raise WarehouseError(f"table {table}: unsupported column types {unknown}; use {sorted(_POLARS_TYPES)}")
-    if any(k not in columns for k in keys):
-        raise WarehouseError(f"table {table}: key columns {keys} must be columns of the table")
-    existing = TABLES.get(table)
-    if existing is not None and existing != columns:
-        raise WarehouseError(f"table {table} is already declared with other columns: pick another name")
-    TABLES[table] = dict(columns)
-    TABLE_KEYS[table] = tuple(keys)
+@dataclass(frozen=True)
+class TableDeclaration:
+    """An output table the warehouse does not ship: its columns (name → DuckDB type, with `month` DATE) and the
+    columns that identify a row within the table (its primary key, `month` first)."""
+
+    name: str
+    columns: Mapping[str, str]
+    key: tuple[str, ...] = field(default=("month",))
+
+    def __post_init__(self) -> None:
+        if self.name in TABLES:
+            raise WarehouseError(f"{self.name} is a table the warehouse ships: give the output table another name")
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", self.name):
+            raise WarehouseError(f"table name {self.name!r}: use lower-case letters, digits and underscores")
+        if self.columns.get("month") != "DATE":
+            raise WarehouseError(f"table {self.name} needs a 'month' DATE column: every table is partitioned by "
+                                 "month")
+        unknown = sorted({t for t in self.columns.values() if t not in DECLARABLE_TYPES})
+        if unknown:
+            raise WarehouseError(f"table {self.name}: unsupported column types {unknown}; use "
+                                 f"{', '.join(DECLARABLE_TYPES)}")
+        if not self.key or self.key[0] != "month" or any(k not in self.columns for k in self.key):
+            raise WarehouseError(f"table {self.name}: its key {list(self.key)} must start with 'month' and name "
+                                 "columns of the table")
 
 
-def polars_schema(table: str) -> dict[str, pl.DataType]:
-    """The polars schema of a read of `table` (embedding: List(Float32) while the table does not exist)."""
-    return {name: _POLARS_TYPES[sql] for name, sql in check_table(table).items()}
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
+    """The columns of a shipped table, or of a declared table as this warehouse holds it."""
+    if table in TABLES:
+        return dict(TABLES[table])
+    columns = _existing_columns(con).get(table)
+    if not columns:
+        raise WarehouseError(f"unknown warehouse table {table!r}: use one of {', '.join(TABLES)}, or declare it "
+                             "as a pipeline's output table (the warehouse creates it when a run opens it)")
+    return columns
+
+
+def table_key(con: duckdb.DuckDBPyConnection, table: str) -> tuple[str, ...]:
+    """The columns reads are ordered by: a shipped table's key, a declared table's primary key (all its
+    columns for a table an older release created without one)."""
+    if table in TABLE_KEYS:
+        return TABLE_KEYS[table]
+    rows = con.execute(
+        "SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = ? "
+        "AND schema_name = current_schema() AND constraint_type = 'PRIMARY KEY'", [table]).fetchall()
+    return tuple(rows[0][0]) if rows else tuple(table_columns(con, table))
+
+
+def polars_schema(table: str | Mapping[str, str]) -> dict[str, pl.DataType]:
+    """The polars schema of a read of a shipped table, or of a table with these columns (embedding:
+    List(Float32) while document_embeddings does not exist)."""
+    columns = check_table(table) if isinstance(table, str) else table
+    return {name: _POLARS_TYPES.get(sql, pl.List(pl.Float32())) for name, sql in columns.items()}
 
 
 def connect(
@@ -188,10 +235,12 @@ def connect(
     *,
     read_only: bool = False,
     memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
+    tables: Iterable[TableDeclaration] = (),
 ) -> duckdb.DuckDBPyConnection:
     """Open the warehouse file (creating its folder and the tables that are missing unless read-only).
 
-    `memory_limit` caps DuckDB's buffers (None keeps DuckDB's default of 80% of RAM).
+    `memory_limit` caps DuckDB's buffers (None keeps DuckDB's default of 80% of RAM). `tables` are output tables
+    the warehouse does not ship: created when missing, like the shipped ones.
     """
     path = Path(path).expanduser()
     if read_only and not path.exists():
@@ -211,37 +260,49 @@ def connect(
     if memory_limit is not None:
         con.execute(f"SET memory_limit = '{memory_limit.replace(chr(39), '')}'").fetchall()
     if not read_only:
-        ensure_schema(con)
+        ensure_schema(con, tables)
     return con
 
 
-def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+def ensure_schema(con: duckdb.DuckDBPyConnection, tables: Iterable[TableDeclaration] = ()) -> None:
     """Create every table that is missing (document_embeddings waits for its first write, which fixes N), and
-    add the columns a newer release declares to tables an older one created (they read as NULL there)."""
+    add the columns a newer release declares to tables an older one created (they read as NULL there).
+    `tables` are declared output tables, created with their key as primary key."""
     existing = _existing_columns(con)
-    for table, columns in TABLES.items():
+    wanted: list[tuple[str, Mapping[str, str], tuple[str, ...]]] = [
+        (table, columns, ()) for table, columns in TABLES.items()]
+    wanted += [(declared.name, declared.columns, declared.key) for declared in tables]
+    for table, columns, key in wanted:
         if table == EMBEDDINGS_TABLE and table not in existing:
             continue
         if table not in existing:
-            con.execute(create_table_sql(table, columns)).fetchall()
+            con.execute(create_table_sql(table, columns, key=key)).fetchall()
             continue
         for column, sql_type in columns.items():
             if column not in existing[table] and "[N]" not in sql_type:
                 con.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(column)} {sql_type}").fetchall()
+            elif key and column in existing[table] and existing[table][column] != sql_type:
+                raise WarehouseError(
+                    f"{table}.{column} is {existing[table][column]} in this warehouse but declared {sql_type}: "
+                    f"declare it as it is, or drop the table (DROP TABLE {table}) to start over")
 
 
-def _existing_columns(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
-    found: dict[str, set[str]] = {}
-    for table, column in con.execute(
-        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+def _existing_columns(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
+    """Table → column → DuckDB type, in column order, of the tables this warehouse holds."""
+    found: dict[str, dict[str, str]] = {}
+    for table, column, sql_type in con.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position"
     ).fetchall():
-        found.setdefault(table, set()).add(column)
+        found.setdefault(table, {})[column] = sql_type
     return found
 
 
-def create_table_sql(table: str, columns: dict[str, str], dims: int | None = None) -> str:
+def create_table_sql(table: str, columns: Mapping[str, str], dims: int | None = None,
+                     key: tuple[str, ...] = ()) -> str:
     body = ", ".join(f"{quote(c)} {t.replace('[N]', f'[{dims}]')}" for c, t in columns.items())
-    return f"CREATE TABLE IF NOT EXISTS {quote(table)} ({body})"
+    primary_key = f", PRIMARY KEY ({', '.join(quote(k) for k in key)})" if key else ""
+    return f"CREATE TABLE IF NOT EXISTS {quote(table)} ({body}{primary_key})"
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:

@@ -22,10 +22,10 @@ from batch_assets.warehouse.schema import (
     EMBEDDINGS_TABLE,
     PIPELINE_TABLES,
     WarehouseError,
-    check_table,
     embedding_dims,
     ensure_embeddings_table,
     quote,
+    table_columns,
     table_exists,
 )
 
@@ -62,7 +62,7 @@ def replace_partition(
             path = Path(folder) / "partition.parquet"
             frame.sink_parquet(path)
             return replace_partition_from_parquet(con, table, month, [path], pipeline=pipeline, within=within)
-    check_table(table)
+    table_columns(con, table)  # an unknown table fails before the frame is handed to DuckDB
     dims = _frame_dims(frame) if table == EMBEDDINGS_TABLE else None
     name = f"_batch_assets_frame_{uuid.uuid4().hex}"
     con.register(name, ArrowStream(frame))
@@ -82,7 +82,7 @@ def replace_partition_from_parquet(
     within: Mapping[str, Sequence[object]] | None = None,
 ) -> int:
     """`replace_partition` with rows from Parquet files, streamed by DuckDB (for big embedding loads)."""
-    check_table(table)
+    table_columns(con, table)
     raw = [parquet_paths] if isinstance(parquet_paths, str | Path) else list(parquet_paths)
     paths = [Path(p) for p in raw]
     if not paths:
@@ -122,8 +122,7 @@ def _frame_dims(frame: pl.DataFrame) -> int | None:
     return shortest
 
 
-def _check_columns(table: str, columns: Sequence[str], fillable: Sequence[str]) -> None:
-    expected = check_table(table)
+def _check_columns(table: str, expected: Mapping[str, str], columns: Sequence[str], fillable: Sequence[str]) -> None:
     missing = [c for c in expected if c not in columns and c not in fillable]
     extra = [c for c in columns if c not in expected]
     if missing or extra:
@@ -176,16 +175,16 @@ def _replace(
         "month": "CAST($month AS DATE)",
         **({"pipeline": "CAST($pipeline AS VARCHAR)"} if shared else {}),
     }
-    _check_columns(table, columns, list(fills))
+    table_types = table_columns(con, table)
+    _check_columns(table, table_types, columns, list(fills))
     if "month" in columns:
         _check_values(con, source, "month", 'CAST("month" AS DATE)', month)
     if shared and "pipeline" in columns:
         _check_values(con, source, "pipeline", '"pipeline"', pipeline)
     params: dict[str, object] = {"month": month, **({"pipeline": pipeline} if shared else {})}
     where = "month = CAST($month AS DATE)" + (" AND pipeline = CAST($pipeline AS VARCHAR)" if shared else "")
-    table_columns = check_table(table)
     for i, (column, values) in enumerate((within or {}).items()):
-        if column not in table_columns:
+        if column not in table_types:
             raise WarehouseError(f"{table} has no column {column!r} to narrow a replace by")
         where += f" AND list_contains($within_{i}, {quote(column)})"
         params[f"within_{i}"] = list(values)
@@ -197,7 +196,7 @@ def _replace(
             elif not table_exists(con, table):
                 con.commit()  # no vectors and no table: nothing to replace
                 return 0
-        types = {c: t.replace("[N]", f"[{embedding_dims(con)}]") for c, t in check_table(table).items()}
+        types = {c: t.replace("[N]", f"[{embedding_dims(con)}]") for c, t in table_types.items()}
         select = ", ".join(
             f"CAST({quote(c)} AS {t}) AS {quote(c)}" if c in columns else f"{fills[c]} AS {quote(c)}"
             for c, t in types.items()

@@ -124,6 +124,16 @@ class BatchClient:
         """The underlying SDK client."""
         return self._client
 
+    def close(self) -> None:
+        """Closes the SDK client's connections (and, for the local engine, its state store)."""
+        self._client.close()
+
+    def __enter__(self) -> BatchClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def upload(self, path: Path) -> FileObject:
         """Upload a JSONL request file with ``purpose="batch"``; the file is streamed, not read whole."""
         with open(path, "rb") as fh:

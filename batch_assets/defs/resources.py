@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+from pydantic import PrivateAttr
 
 from batch_assets import warehouse
 from batch_assets.batching.client import BatchClient, openai_client_from_env
@@ -25,8 +26,23 @@ class BatchAPIResource(dg.ConfigurableResource):
     base_url: str | None = None
     local_state_dir: str = ".batch_assets/local_api"
     max_retries: int = 3
+    _client: BatchClient | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._client = self._new_client()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def client(self) -> BatchClient:
+        """The run's (or sensor tick's) one client: made when the run starts, closed when it ends."""
+        if self._client is None:  # used outside a run (a test or a script): made on first use
+            self._client = self._new_client()
+        return self._client
+
+    def _new_client(self) -> BatchClient:
         check_provider(self.provider)
         if self.provider == "openai":
             env = {"OPENAI_API_KEY": self.api_key or "", "OPENAI_BASE_URL": self.base_url or ""}

@@ -93,6 +93,11 @@ class LocalBatchAPI:
             ("POST", re.compile(COMPLETIONS_URL), self.completions),
         ]
 
+    def close(self) -> None:
+        self.store.close()
+        if self._models is not None:
+            self._models.close()
+
     @property
     def models(self) -> LocalModels:
         if self._models is None:

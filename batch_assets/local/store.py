@@ -111,6 +111,8 @@ class StateStore:
         self.files_dir = self.state_dir / "files"
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []  # every thread's connection, so close() reaches them all
+        self._opened_lock = threading.Lock()
         self._connection().executescript(_SCHEMA)  # idempotent; executescript manages its own commit
         self._add_missing_columns()
 
@@ -129,12 +131,24 @@ class StateStore:
     def _connection(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
         if con is None:
-            con = sqlite3.connect(self.state_dir / "state.sqlite3", timeout=60, isolation_level=None)
+            # One connection per thread; check_same_thread is off only so that close() may close them all.
+            con = sqlite3.connect(self.state_dir / "state.sqlite3", timeout=60, isolation_level=None,
+                                  check_same_thread=False)
             con.row_factory = sqlite3.Row
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
             self._local.con = con
+            with self._opened_lock:
+                self._opened.append(con)
         return con
+
+    def close(self) -> None:
+        """Closes every connection this store opened (it reopens on next use)."""
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+        for con in opened:
+            con.close()
+        self._local = threading.local()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

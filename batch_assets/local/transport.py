@@ -33,6 +33,10 @@ class LocalTransport(httpx2.BaseTransport):
     def __init__(self, api: LocalBatchAPI) -> None:
         self.api = api
 
+    def close(self) -> None:
+        """Called when the SDK client closes: release the state store's connections and any loaded model."""
+        self.api.close()
+
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         # The body is pulled from the SDK's stream only as the handler reads it (never spooled ahead).
         api_request = ApiRequest(

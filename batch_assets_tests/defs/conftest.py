@@ -35,10 +35,11 @@ class Platform:
 
     def tick(self) -> dg.SensorResult:
         sensor = self.defs.resolve_sensor_def("batch_sensor")
-        context = dg.build_sensor_context(instance=self.instance, cursor=self.cursor,
-                                          resources={"batch_api": self.defs.resources["batch_api"],
-                                                     "ledger": self.defs.resources["ledger"]})
-        result = sensor(context)
+        # As the daemon does: the sensor's resources are set up for the tick and torn down after it.
+        with dg.build_sensor_context(instance=self.instance, cursor=self.cursor,
+                                     resources={"batch_api": self.defs.resources["batch_api"],
+                                                "ledger": self.defs.resources["ledger"]}) as context:
+            result = sensor(context)
         self.cursor = result.cursor
         self.sensor_events += result.asset_events or []
         return result

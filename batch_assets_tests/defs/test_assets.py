@@ -145,3 +145,11 @@ def test_file_limits_are_run_config(fake_platform: Platform) -> None:
     assert len(_metadata(result, "sentiment_batches")["batch_ids"]) == 2
     fake_platform.drive_sensor()
     assert fake_platform.query("SELECT count(*), count(DISTINCT batch_id) FROM document_labels") == [(6, 2)]
+
+
+def test_the_batch_api_client_is_made_once_per_run_and_closed_after_it(fake_platform: Platform) -> None:
+    with dg.build_resources({"batch_api": fake_platform.defs.resources["batch_api"]}) as resources:
+        client = resources.batch_api.client()
+        assert resources.batch_api.client() is client  # one client (and one local state store) per run
+        client.list()
+    assert client.openai.is_closed()

@@ -53,8 +53,10 @@ def _status(args: argparse.Namespace) -> int:
         return 0
     for line in lines:
         record = line.month
-        print(f"{record.pipeline} {record.month[:7]}  {record.state.value}  attempt {record.attempt}  "
-              f"{line.completed + line.failed}/{line.total} ended ({line.failed} failed)")
+        items = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in line.items_by_state.items())
+        print(f"{record.pipeline} {record.month[:7]}  {record.state.value.replace('_', ' ')}  attempt {record.attempt}"
+              f"  {line.completed + line.failed}/{line.total} requests ended ({line.failed} failed)"
+              + (f"; items: {items}" if items else ""))
         for f in line.files:
             print(f"    {f.batch_id or '-':<36} {f.state.value:<10} {f.batch_status or '':<11} "
                   f"{f.completed + f.failed}/{f.total}  {f.model}")

@@ -59,6 +59,26 @@ class Webserver:
                           "{ results { name sensorState { status } } } } }", {"s": selector})
         return data["sensorsOrError"]["results"]
 
+    def asset_keys(self) -> list[list[str]]:
+        data = self.query("{ assetNodes { assetKey { path } } }")
+        return [node["assetKey"]["path"] for node in data["assetNodes"]]
+
+    def launch_backfill_of_every_asset(self, partition: str) -> str:
+        """What a Dagster user does first: select every asset on the graph, Materialize all, one partition, launch
+        (the UI makes it a backfill). The backfill id."""
+        launched = self.query(
+            "mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) { __typename "
+            "... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }",
+            {"p": {"partitionNames": [partition], "assetSelection": [{"path": key} for key in self.asset_keys()],
+                   "tags": [{"key": "dagster/from_ui", "value": "true"}]}})
+        assert launched["launchPartitionBackfill"]["__typename"] == "LaunchBackfillSuccess", launched
+        return launched["launchPartitionBackfill"]["backfillId"]
+
+    def backfill_status(self, backfill_id: str) -> str:
+        data = self.query("query($id: String!) { partitionBackfillOrError(backfillId: $id) { "
+                          "... on PartitionBackfill { status } } }", {"id": backfill_id})
+        return data["partitionBackfillOrError"]["status"]
+
     def launch_partition(self, selector: dict[str, str], job_name: str, partition: str) -> str:
         """Launches one partition of a job as the launchpad does; the run id."""
         launched = self.query(
@@ -136,3 +156,25 @@ def submit_month_and_wait_for_collects(web: Webserver, month: str, timeout: floa
 
     wait_for(collected, timeout, f"the sensor to launch and finish {sorted(collect_jobs)}", pause=3)
     return month_runs()
+
+
+def backfill_month_and_wait_for_collects(web: Webserver, month: str, timeout: float = 600) -> list[dict[str, Any]]:
+    """Backfills every asset for one month from the graph and waits until the backfill has completed: its runs
+    submitted the batches and queued each pipeline's collect run, held until the batches ended, which the batch
+    sensor then released. Fails at once if any run fails or the backfill ends failed. The month's runs."""
+    selector = web.repository_selector()
+    collect_jobs = {name for name in web.job_names(selector) if name.endswith("_collect")}
+    backfill_id = web.launch_backfill_of_every_asset(month)
+
+    def completed() -> bool:
+        failed = [r for r in web.runs() if r["status"] == "FAILURE"]
+        assert not failed, f"runs failed: {failed}; see {web.log_path}"
+        status = web.backfill_status(backfill_id)
+        assert status not in ("FAILED", "COMPLETED_FAILED", "CANCELED"), f"backfill {status}; see {web.log_path}"
+        return status in ("COMPLETED", "COMPLETED_SUCCESS")
+
+    wait_for(completed, timeout, f"backfill {backfill_id} to complete", pause=3)
+    runs = [r for r in web.runs() if {"key": "dagster/partition", "value": month} in r["tags"]]
+    in_backfill = {r["jobName"] for r in runs if {"key": "dagster/backfill", "value": backfill_id} in r["tags"]}
+    assert collect_jobs <= in_backfill, f"{sorted(collect_jobs - in_backfill)} did not run inside the backfill"
+    return runs

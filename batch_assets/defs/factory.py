@@ -18,6 +18,7 @@ from batch_assets.batching.pricing import Cost
 from batch_assets.batching.protocol import EMBEDDINGS_URL, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 from batch_assets.batching.queue_limits import limit_for
 from batch_assets.batching.request_files import BatchLimits
+from batch_assets.defs.backfill_handoff import queue_collect_in_backfill
 from batch_assets.defs.partitions import partition_month
 from batch_assets.defs.resources import BatchAPIResource, LedgerResource, WarehouseResource
 from batch_assets.defs.source_assets import DUCKDB_POOL
@@ -239,6 +240,11 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
                 source_item_ids=source[spec.item_id_column] if spec.item_id_column in source.columns else None)
         if collected.report is None:
             context.log.info(f"skipped: {collected.message}")
+            collect_job = f"{spec.name}_collect"
+            if context.run.job_name != collect_job and collected.waiting:
+                handoff = queue_collect_in_backfill(context, collect_job, spec.name, month_key(month))
+                if handoff:
+                    context.log.info(handoff)
             return
         context.log.info(collected.message)
         actual, equivalent = collected.total("actual"), collected.total("openai_equivalent")

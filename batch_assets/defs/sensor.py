@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 import orjson
 
+from batch_assets.defs.backfill_handoff import COLLECT_FOR_TAG, collect_for, release_held_collect
 from batch_assets.defs.factory import PROGRESS_CHECK
 from batch_assets.defs.resources import BatchAPIResource, LedgerResource
 from batch_assets.pipelines.monitor import advance
@@ -76,16 +77,28 @@ def build_batch_sensor(pipelines: Sequence[PipelineSpec], jobs: Mapping[str, Map
                     asset_key=dg.AssetKey(spec.batches_asset), check_name=PROGRESS_CHECK, passed=False,
                     partition=stall.file.month, severity=dg.AssetCheckSeverity.WARN,
                     description=stall.describe(), metadata={"batch_id": stall.file.batch_id}))
-        run_requests = [
-            dg.RunRequest(run_key=due.run_key, job_name=f"{due.pipeline}_collect", partition_key=due.month,
-                          tags={"batch_assets/pipeline": due.pipeline})
-            for due in decisions.collect if due.pipeline in specs]
+        run_requests = []
+        released = []
+        for due in decisions.collect:
+            if due.pipeline not in specs:
+                continue
+            # A backfill may hold this month's collect run in the queue (defs/backfill_handoff.py): release it
+            # rather than launch a second one; a collect run already queued or running needs nothing more.
+            was_held, on_its_way = release_held_collect(context.instance, due.pipeline, due.month)
+            if was_held:
+                released.append(f"{due.pipeline} {due.month[:7]}")
+            if on_its_way:
+                continue
+            run_requests.append(dg.RunRequest(
+                run_key=due.run_key, job_name=f"{due.pipeline}_collect", partition_key=due.month,
+                tags={"batch_assets/pipeline": due.pipeline, COLLECT_FOR_TAG: collect_for(due.pipeline, due.month)}))
         run_requests += [
             dg.RunRequest(run_key=due.run_key, job_name=f"{due.pipeline}_resubmit", partition_key=due.month,
                           tags={"batch_assets/pipeline": due.pipeline, "batch_assets/reason": due.reason})
             for due in decisions.submit if due.pipeline in specs]
         summary = (f"waiting for {', '.join(waiting)}" if waiting else "no batches running") + (
-            f"; {len(run_requests)} run(s) requested" if run_requests else "")
+            f"; {len(run_requests)} run(s) requested" if run_requests else "") + (
+            f"; released the collect run held by a backfill for {', '.join(released)}" if released else "")
         context.log.info(f"{summary} ({decisions.api_calls} Batch API call(s))")
         new_cursor = orjson.dumps({"reported": reported, "stalled": sorted(stalled_now),
                                    "last_tick": started}).decode()

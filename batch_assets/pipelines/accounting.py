@@ -118,7 +118,8 @@ def report(classified: pl.DataFrame, *, state: MonthState, attempt: int, policy:
     missing: list[str] = []
     n_missing = 0
     if source_item_ids is not None:
-        absent = source_item_ids.cast(pl.String).filter(~source_item_ids.cast(pl.String).is_in(classified["item_id"]))
+        item_ids = source_item_ids.cast(pl.String)
+        absent = item_ids.filter(~item_ids.is_in(classified["item_id"].cast(pl.String).implode()))
         n_missing, missing = absent.len(), absent.head(5).to_list()
     return MonthReport(state, attempt, n_items, by_state, by_outcome, by_attempt,
                        failures / n_items if n_items else 0.0, policy.max_failure_share, missing, n_missing)

@@ -7,14 +7,16 @@ yet. The batch sensor then collects what the cancelled batches had finished.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
 import openai
+import orjson
 
 from batch_assets.batching.client import BatchClient
 from batch_assets.batching.protocol import TERMINAL_BATCH_STATUSES
-from batch_assets.ledger.store import FileState, Ledger, PlanState, StoredFile, StoredMonth
+from batch_assets.ledger.store import FileState, Ledger, PlanState, StoredFile, StoredMonth, StoredPlan
 from batch_assets.pipelines.plan import month_key
 
 
@@ -40,7 +42,13 @@ class MonthLine:
     """One pipeline-month for `batch-assets batches status`."""
 
     month: StoredMonth
-    files: tuple[StoredFile, ...]  # of its open plans
+    files: tuple[StoredFile, ...]  # of its open plans, or of every attempt of its current items once it is finished
+
+    @property
+    def items_by_state(self) -> dict[str, int]:
+        """Items by state as the month's last collect counted them (empty before the first collect)."""
+        by_state = orjson.loads(self.month.summary).get("by_state", {}) if self.month.summary else {}
+        return {name: n for name, n in by_state.items() if n}
 
     @property
     def completed(self) -> int:
@@ -95,8 +103,18 @@ def month_lines(ledger: Ledger, *, pipeline: str | None = None, month: date | No
     for record in ledger.months(pipeline=pipeline):
         if month is not None and record.month != month_key(month):
             continue
-        plans = [p for p in open_plans if (p.pipeline, p.month) == (record.pipeline, record.month)]
-        if live_only and not plans:
+        plans = current_plans(ledger, record, open_plans)
+        if live_only and not any(p.state != PlanState.COLLECTED for p in plans):
             continue
         lines.append(MonthLine(record, tuple(f for p in plans for f in ledger.files(plan_id=p.plan_id))))
     return lines
+
+
+def current_plans(ledger: Ledger, record: StoredMonth, open_plans: Iterable[StoredPlan]) -> list[StoredPlan]:
+    """The plans a month's progress is told from: its open ones while it runs; once it is finished, every attempt
+    of its current items (so a done month shows what its batches did, not nothing)."""
+    plans = [p for p in open_plans if (p.pipeline, p.month) == (record.pipeline, record.month)]
+    if not plans and record.root_plan_id is not None:
+        plans = [p for p in ledger.plans(record.pipeline, record.month)
+                 if p.root_plan_id == record.root_plan_id and p.state != PlanState.SUPERSEDED]
+    return plans

@@ -221,6 +221,9 @@ def test_cancel_from_the_cli_keeps_finished_items_and_retries_nothing(tmp_path: 
     _one_final_outcome_per_item(platform)
     assert platform.query("SELECT count(*) FROM document_embeddings") == [(outcomes["succeeded"],)]
     assert _month_state(platform) == MonthState.CANCELLED
+    assert main(["batches", "status", "--all"]) == 0  # a finished month says what its items became, not 0/0
+    assert (f"embeddings 2024-03  cancelled  attempt 1  10/10 requests ended ({outcomes['cancelled']} failed); "
+            f"items: {outcomes['succeeded']} succeeded") in capsys.readouterr().out
 
 
 def test_run_config_settings_reach_the_output_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -60,18 +60,18 @@ __all__ = [
 
 RESULT_SCHEMA = pl.Schema(
     {
-        "custom_id": pl.String,  # the request's custom_id; one row per expected id
-        "outcome": pl.String,  # one of protocol.OUTCOMES
-        "status_code": pl.Int32,  # HTTP status of the request; null for non-HTTP outcomes
-        "error_code": pl.String,  # error.code, else response body error.code/type; null on success
-        "error_message": pl.String,
-        "response_model": pl.String,  # the model that answered (body.model), succeeded rows
-        "prompt_tokens": pl.Int64,  # body.usage.prompt_tokens
-        "completion_tokens": pl.Int64,  # chat only; null for embeddings
-        "cached_tokens": pl.Int64,  # chat: usage.prompt_tokens_details.cached_tokens (part of prompt_tokens)
-        "reasoning_tokens": pl.Int64,  # chat: usage.completion_tokens_details.reasoning_tokens (part of completion)
-        "finish_reason": pl.String,  # chat: choices[0].finish_reason
-        "content": pl.String,  # chat: choices[0].message.content
+        "custom_id": pl.String(),  # the request's custom_id; one row per expected id
+        "outcome": pl.String(),  # one of protocol.OUTCOMES
+        "status_code": pl.Int32(),  # HTTP status of the request; null for non-HTTP outcomes
+        "error_code": pl.String(),  # error.code, else response body error.code/type; null on success
+        "error_message": pl.String(),
+        "response_model": pl.String(),  # the model that answered (body.model), succeeded rows
+        "prompt_tokens": pl.Int64(),  # body.usage.prompt_tokens
+        "completion_tokens": pl.Int64(),  # chat only; null for embeddings
+        "cached_tokens": pl.Int64(),  # chat: usage.prompt_tokens_details.cached_tokens (part of prompt_tokens)
+        "reasoning_tokens": pl.Int64(),  # chat: usage.completion_tokens_details.reasoning_tokens (part of completion)
+        "finish_reason": pl.String(),  # chat: choices[0].finish_reason
+        "content": pl.String(),  # chat: choices[0].message.content
         "embedding": pl.List(pl.Float32),  # embeddings: data[0].embedding
     }
 )
@@ -190,7 +190,7 @@ def _read_lines(url: str, paths: list[Path]) -> pl.DataFrame:
                 "cancelled": BATCH_CANCELLED_CODE,
             },
         )
-        return pl.DataFrame(relation).cast(dict(RESULT_SCHEMA))  # a no-op unless DuckDB's types drift
+        return pl.DataFrame(relation).cast(RESULT_SCHEMA)  # a no-op unless DuckDB's types drift
 
 
 def _expected_ids(expected_custom_ids: Sequence[str] | pl.Series) -> pl.Series:

@@ -6,8 +6,8 @@ run of any later release (or a run with other config) collects and builds output
 
 import dataclasses
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import dagster as dg
 import pydantic
@@ -41,7 +41,8 @@ PROGRESS_CHECK = "batches_progressing"
 def settings_config_class(spec: PipelineSpec, platform: PlatformSettings) -> type[dg.Config]:
     """Run config the launchpad shows for this pipeline, defaults filled in from the declaration."""
     d = spec.defaults
-    fields: dict[str, tuple[type, pydantic.fields.FieldInfo]] = {
+    # (type, Field) pairs as pydantic.create_model takes them (the types are forms such as `int | None`).
+    fields: dict[str, Any] = {
         "model": (str, pydantic.Field(default=d.model, description="model the requests name")),
     }
     if spec.endpoint == EMBEDDINGS_URL:
@@ -85,7 +86,20 @@ def settings_config_class(spec: PipelineSpec, platform: PlatformSettings) -> typ
                                                              "final failures")),
     )
     name = "".join(part.capitalize() for part in spec.name.split("_")) + "Settings"
-    return pydantic.create_model(name, __base__=dg.Config, **fields)  # type: ignore[call-overload]
+    return pydantic.create_model(name, __base__=dg.Config, **fields)
+
+
+_Fn = TypeVar("_Fn", bound=Callable[..., Any])
+
+
+def run_config_from(config_class: type[dg.Config]) -> Callable[[_Fn], _Fn]:
+    """Gives a compute function's `config` parameter the pipeline's own config class. Dagster builds the
+    launchpad's run config from that annotation, and each pipeline's class (its defaults are the declaration's)
+    exists only at load time, so the source annotates `config: dg.Config` and this puts the real class there."""
+    def annotate(fn: _Fn) -> _Fn:
+        fn.__annotations__["config"] = config_class
+        return fn
+    return annotate
 
 
 _LIMIT_FIELDS = ("max_requests_per_file", "max_file_bytes", "max_tokens_per_file")
@@ -150,15 +164,15 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
                    ) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
     """The pipeline's four assets and its checks (its jobs: `build_pipeline_jobs`)."""
     config_class = settings_config_class(spec, platform)
-    common = {"partitions_def": partitions_def, "group_name": spec.name}
 
     @dg.asset(name=spec.requests_asset, deps=[spec.source], kinds={"openai", "polars"}, pool=DUCKDB_POOL,
               description=f"{spec.description} Plans the month's next submission: the items without a "
                           "successful answer (all of them the first time), written to content-addressed request "
                           "files split under the Batch API limits, with exact input tokens (OpenAI's tokenizer for "
                           "the requested model) and the estimated cost. Nothing is planned while an attempt is in "
-                          "flight.", **common)
-    def requests(context: dg.AssetExecutionContext, config: config_class,  # type: ignore[valid-type]
+                          "flight.", partitions_def=partitions_def, group_name=spec.name)
+    @run_config_from(config_class)
+    def requests(context: dg.AssetExecutionContext, config: dg.Config,
                  warehouse_db: WarehouseResource, ledger: LedgerResource) -> dg.MaterializeResult:
         month = partition_month(context)
         settings = to_submission_settings(spec, config, platform.enqueued_token_limits)
@@ -194,7 +208,8 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
               description=f"{spec.name}: uploads the month's planned request files and creates one batch per file; "
                           "a file whose batch exists (an earlier, concurrent or crashed run made it) is adopted, "
                           "never paid twice. The batch sensor then follows them and records progress and the "
-                          "month's state as observations here (Events tab); no run stays open.", **common)
+                          "month's state as observations here (Events tab); no run stays open.",
+              partitions_def=partitions_def, group_name=spec.name)
     def batches(context: dg.AssetExecutionContext, batch_api: BatchAPIResource,
                 ledger: LedgerResource) -> dg.MaterializeResult:
         month = partition_month(context)
@@ -226,7 +241,8 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
                           "per batch (table batch_costs), then accounts for every item and plans the retry of "
                           "retryable ones. Skipped while the month's batches still run: the batch sensor "
                           "launches it when they end.",
-              metadata={"dagster/column_schema": table_schema("batch_outcomes")}, **common)
+              metadata={"dagster/column_schema": table_schema("batch_outcomes")},
+              partitions_def=partitions_def, group_name=spec.name)
     def results(context: dg.AssetExecutionContext, batch_api: BatchAPIResource, warehouse_db: WarehouseResource,
                 ledger: LedgerResource) -> Iterator[dg.MaterializeResult]:
         month = partition_month(context)
@@ -281,7 +297,8 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
                           "at a time, built from the month's successful answers with the settings its requests "
                           "were built with.",
               metadata={"dagster/column_schema": table_schema(spec.output_table, spec.output_columns,
-                                                              spec.output_schema)}, **common)
+                                                              spec.output_schema)},
+              partitions_def=partitions_def, group_name=spec.name)
     def output(context: dg.AssetExecutionContext, warehouse_db: WarehouseResource,
                ledger: LedgerResource) -> dg.MaterializeResult:
         month = partition_month(context)

@@ -277,7 +277,9 @@ class StateStore:
                     orjson.dumps(settings).decode(), output_expires_after, model, tokens,
                 ),
             )
-        return self.get_batch_row(batch_id)  # type: ignore[return-value]
+        row = self.get_batch_row(batch_id)
+        assert row is not None  # inserted just above
+        return row
 
     def get_batch_row(self, batch_id: str) -> dict[str, Any] | None:
         rows = self.read("SELECT * FROM batches WHERE id = ?", (batch_id,))

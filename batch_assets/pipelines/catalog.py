@@ -171,7 +171,7 @@ _METRIC_LABELS = {
 
 
 def metrics_prompt(row: dict[str, object]) -> str:
-    lines = [f"Company: {row['company']}", f"Month: {row['month']:%B %Y}"]  # type: ignore[str-format]
+    lines = [f"Company: {row['company']}", f"Month: {row['month']:%B %Y}"]
     for column, label in _METRIC_LABELS.items():
         value = row.get(column)
         lines.append(f"{label}: {value:,.2f}" if isinstance(value, float) else f"{label}: {value}")

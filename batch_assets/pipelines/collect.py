@@ -163,7 +163,7 @@ def _collect_batch(client: BatchClient, ledger: Ledger, con: duckdb.DuckDBPyConn
                         "lost, the results stay at the provider. Free some space (or fix the folder) and launch "
                         f"{stored.pipeline}_collect for {stored.month[:7]} again") from exc
         expected = plan_items(con, stored.pipeline, month, [plan.plan_id], file_sha256=stored.sha256)
-        first_error = (batch.errors.data or [None])[0] if batch.errors else None
+        first_error = batch.errors.data[0] if batch.errors and batch.errors.data else None
         parsed = parse_batch_results(
             url=stored.url, expected_custom_ids=expected["custom_id"], output_path=paths.get("output"),
             error_path=paths.get("error"), batch_status=batch.status,

@@ -190,8 +190,8 @@ def advance(client: BatchClient, ledger: Ledger, *, now: float | None = None,
         elif plan.state == PlanState.PLANNED and plan.kind == PlanKind.RETRY and (plan.not_before or 0) <= now:
             decisions.submit.append(SubmitDue(plan.pipeline, plan.month, plan.plan_id, "retry"))
         elif plan.state == PlanState.SUBMITTING:
-            record = months.get((plan.pipeline, plan.month))
-            if record is not None and (record.lease_owner is None or (record.lease_expires_at or 0) < now):
+            leased = months.get((plan.pipeline, plan.month))
+            if leased is not None and (leased.lease_owner is None or (leased.lease_expires_at or 0) < now):
                 decisions.submit.append(SubmitDue(plan.pipeline, plan.month, plan.plan_id, "recover"))
     for record in ledger.months(states=(MonthState.PLANNED,)):
         # A plan that needed no batch (every item already answered, or an empty month) still needs its month
@@ -226,7 +226,7 @@ def _queued_due(ledger: Ledger, open_plans: list[StoredPlan], limits: Mapping[st
         return []
     enqueued = dict(enqueued_tokens(ledger, limits))
     running = {f.model for f in ledger.files(states=(FileState.SUBMITTING, FileState.SUBMITTED))}
-    freed = {}  # per model, how many of its batches ended so far: a new run key each time room frees
+    freed: dict[str, int] = {}  # per model, how many of its batches ended so far: a new run key each time room frees
     for f in ledger.files(states=(FileState.ENDED, FileState.COLLECTED)):
         freed[f.model] = freed.get(f.model, 0) + 1
     plans = {p.plan_id: p for p in open_plans}

@@ -108,7 +108,7 @@ def item_status(con: duckdb.DuckDBPyConnection, pipeline: str, month: date, root
     """
     frame = pl.DataFrame(con.sql(sql, params={"p": pipeline, "m": month_start(month), "root": root_plan_id,
                                               "ignored": [int(i) for i in ignored_plan_ids]}))
-    return frame.cast(dict(ITEM_STATUS_SCHEMA)) if frame.height else ITEM_STATUS_SCHEMA.to_frame()
+    return frame.cast(ITEM_STATUS_SCHEMA) if frame.height else ITEM_STATUS_SCHEMA.to_frame()
 
 
 def mark_final(con: duckdb.DuckDBPyConnection, pipeline: str, month: date, final: pl.DataFrame) -> None:
@@ -159,7 +159,7 @@ def cached_answers(con: duckdb.DuckDBPyConnection, body_sha256s: pl.Series) -> p
         """))
     finally:
         con.unregister(name)
-    return frame.cast(dict(CACHED_ANSWER_SCHEMA)) if frame.height else CACHED_ANSWER_SCHEMA.to_frame()
+    return frame.cast(CACHED_ANSWER_SCHEMA) if frame.height else CACHED_ANSWER_SCHEMA.to_frame()
 
 
 def write_cache_outcomes(con: duckdb.DuckDBPyConnection, pipeline: str, month: date, plan_id: int, attempt: int,

@@ -41,10 +41,11 @@ from batch_assets.batching.protocol import (
     CHAT_COMPLETIONS_URL,
     COMPLETIONS_URL,
     EMBEDDINGS_URL,
-    OUTCOMES,
     RESPONSES_URL,
     SUPPORTED_URLS,
     TERMINAL_BATCH_STATUSES,
+    BatchStatus,
+    Outcome,
 )
 
 __all__ = [
@@ -61,7 +62,7 @@ __all__ = [
 RESULT_SCHEMA = pl.Schema(
     {
         "custom_id": pl.String(),  # the request's custom_id; one row per expected id
-        "outcome": pl.String(),  # one of protocol.OUTCOMES
+        "outcome": pl.String(),  # a protocol.Outcome
         "status_code": pl.Int32(),  # HTTP status of the request; null for non-HTTP outcomes
         "error_code": pl.String(),  # error.code, else response body error.code/type; null on success
         "error_message": pl.String(),
@@ -148,8 +149,9 @@ _ENDPOINT_FIELDS = {
         response.body.choices[1].text AS content,
         NULL::FLOAT[] AS embedding""",
 }
-# When an id has several lines (should not happen), the lowest rank wins: a success beats a failure.
-_RANK = {"succeeded": 0, "http_error": 1, "expired": 2, "cancelled": 3, "missing": 4}
+# When an id has several lines (should not happen), the lowest rank wins, in Outcome's order: a success beats a
+# failure.
+_RANK = {outcome.value: rank for rank, outcome in enumerate(Outcome)}
 
 
 class ResultFileWarning(UserWarning):
@@ -219,16 +221,16 @@ def _same_unique_ids(ids: pl.Series, expected: pl.Series) -> bool:
 
 
 def _absent_label(batch_status: str, batch_error_code: str | None, batch_error_message: str | None
-                  ) -> tuple[str, str, str]:
+                  ) -> tuple[Outcome, str, str]:
     """(outcome, error_code, error_message) for an expected id with no result line."""
-    if batch_status == "expired":
-        return "expired", BATCH_EXPIRED_CODE, "the batch expired before this request ran"
-    if batch_status == "cancelled":
-        return "cancelled", BATCH_CANCELLED_CODE, "the batch was cancelled before this request ran"
-    if batch_status == "failed":
-        return ("missing", batch_error_code or BATCH_FAILED_CODE,
+    if batch_status == BatchStatus.EXPIRED:
+        return Outcome.EXPIRED, BATCH_EXPIRED_CODE, "the batch expired before this request ran"
+    if batch_status == BatchStatus.CANCELLED:
+        return Outcome.CANCELLED, BATCH_CANCELLED_CODE, "the batch was cancelled before this request ran"
+    if batch_status == BatchStatus.FAILED:
+        return (Outcome.MISSING, batch_error_code or BATCH_FAILED_CODE,
                 batch_error_message or "the batch failed before running any request")
-    return "missing", MISSING_RESULT_CODE, "no line for this custom_id in the batch's output or error file"
+    return Outcome.MISSING, MISSING_RESULT_CODE, "no line for this custom_id in the batch's output or error file"
 
 
 def parse_batch_results(
@@ -303,8 +305,8 @@ def _warn(message: str) -> None:
 
 
 def summarize_outcomes(df: pl.DataFrame) -> dict[str, int]:
-    """Count of rows per outcome, every outcome present (zeros included), in ``OUTCOMES`` order."""
-    counts = dict.fromkeys(OUTCOMES, 0)
+    """Count of rows per outcome, every outcome present (zeros included), in ``Outcome``'s order."""
+    counts = {outcome.value: 0 for outcome in Outcome}
     for outcome, n in df.group_by("outcome").len().iter_rows():
         counts[outcome] = n
     return counts
@@ -320,7 +322,7 @@ def usage_totals(df: pl.DataFrame) -> pl.DataFrame:
     """
     totals = (
         df.lazy()
-        .filter(pl.col("outcome") == "succeeded")
+        .filter(pl.col("outcome") == Outcome.SUCCEEDED)
         .group_by("response_model")
         .agg(
             pl.len().alias("n"),

@@ -23,7 +23,7 @@ from batch_assets.defs.resources import BatchAPIResource, LedgerResource, Wareho
 from batch_assets.defs.source_assets import DUCKDB_POOL
 from batch_assets.defs.table_schema import table_schema
 from batch_assets.ledger.store import FileState
-from batch_assets.pipelines.accounting import MonthReport
+from batch_assets.pipelines.accounting import ItemState, MonthReport
 from batch_assets.pipelines.budget import BudgetExceeded
 from batch_assets.pipelines.collect import collect_month, month_report
 from batch_assets.pipelines.outputs import output_rows
@@ -147,7 +147,7 @@ def _check_results(report: MonthReport) -> Iterator[dg.AssetCheckResult]:
                if report.n_source_items_missing else "")
     yield dg.AssetCheckResult(
         check_name=ACCOUNTED_CHECK, passed=report.accounted_for, severity=dg.AssetCheckSeverity.ERROR,
-        description=(f"{report.n_items - report.by_state.get('unaccounted', 0)} of {report.n_items} items "
+        description=(f"{report.n_items - report.by_state.get(ItemState.UNACCOUNTED, 0)} of {report.n_items} items "
                      f"accounted for{missing}"),
         metadata={**_report_metadata(report), "unaccounted": report.n_unaccounted})
     yield dg.AssetCheckResult(
@@ -156,7 +156,7 @@ def _check_results(report: MonthReport) -> Iterator[dg.AssetCheckResult]:
         description=(f"{report.failure_share:.1%} of items failed for good (threshold "
                      f"{report.max_failure_share:.1%})"),
         metadata={"failure_share": round(report.failure_share, 4), "threshold": report.max_failure_share,
-                  "final_failures": report.by_state.get("failed", 0), "final_outcomes": report.by_outcome,
+                  "final_failures": report.by_state.get(ItemState.FAILED, 0), "final_outcomes": report.by_outcome,
                   "final_by_attempt": report.by_attempt})
 
 

@@ -14,6 +14,7 @@ import orjson
 
 from batch_assets.defs.factory import PROGRESS_CHECK
 from batch_assets.defs.resources import BatchAPIResource, LedgerResource
+from batch_assets.ledger.store import MonthState
 from batch_assets.pipelines.monitor import advance
 from batch_assets.pipelines.spec import PipelineSpec
 
@@ -54,7 +55,7 @@ def build_batch_sensor(pipelines: Sequence[PipelineSpec], jobs: Mapping[str, Map
             if spec is None:
                 continue
             key = f"{progress.pipeline}|{progress.month}"
-            if progress.state.value in ("waiting", "retrying"):
+            if progress.state in (MonthState.WAITING, MonthState.RETRYING):
                 waiting.append(f"{progress.pipeline} {progress.month[:7]}")
             if reported.get(key) != progress.signature:
                 events.append(dg.AssetObservation(

@@ -29,6 +29,7 @@ from batch_assets.batching.protocol import (
     MAX_EMBEDDING_INPUTS_PER_BATCH,
     MAX_FILE_BYTES,
     MAX_REQUESTS_PER_FILE,
+    TERMINAL_BATCH_STATUSES,
 )
 from batch_assets.batching.tokens import count_request_tokens
 from batch_assets.local.config import FaultConfig, model_backend
@@ -255,7 +256,7 @@ class BatchRunner:
         row = self.store.get_batch_row(batch_id)
         assert row is not None
         status = row["status"]
-        if status in ("completed", "failed", "expired", "cancelled"):
+        if status in TERMINAL_BATCH_STATUSES:
             return
         if status == "validating":  # cancelled before it started
             status = "cancelling"

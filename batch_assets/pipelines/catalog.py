@@ -12,7 +12,7 @@ import duckdb
 import orjson
 import polars as pl
 
-from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL
+from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL, Outcome
 from batch_assets.batching.request_files import PreparedRequest, prepare_chat_requests, prepare_embedding_requests
 from batch_assets.batching.requests import json_schema_response_format, label_schema
 from batch_assets.pipelines.spec import CheckOutcome, PipelineSettings, PipelineSpec, QualityCheck
@@ -22,7 +22,7 @@ SENTIMENT_LABELS = ("positive", "negative", "neutral")
 
 
 def _succeeded(joined: pl.DataFrame) -> pl.DataFrame:
-    return joined.filter(pl.col("outcome") == "succeeded")
+    return joined.filter(pl.col("outcome") == Outcome.SUCCEEDED)
 
 
 # -- embeddings -------------------------------------------------------------------------------------

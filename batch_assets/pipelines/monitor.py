@@ -15,7 +15,7 @@ import orjson
 from openai.types import Batch
 
 from batch_assets.batching.client import BatchClient
-from batch_assets.batching.protocol import TERMINAL_BATCH_STATUSES
+from batch_assets.batching.protocol import TERMINAL_BATCH_STATUSES, BatchStatus
 from batch_assets.ledger.store import (
     FileState,
     Ledger,
@@ -207,7 +207,7 @@ def advance(client: BatchClient, ledger: Ledger, *, now: float | None = None,
 
 def _over_token_limit(batch: Batch) -> bool:
     errors = batch.errors.data if batch.errors and batch.errors.data else []
-    return batch.status == "failed" and any(e.code == TOKEN_LIMIT_EXCEEDED for e in errors)
+    return batch.status == BatchStatus.FAILED.value and any(e.code == TOKEN_LIMIT_EXCEEDED for e in errors)
 
 
 def _first_error(batch: Batch) -> str | None:

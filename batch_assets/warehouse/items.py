@@ -13,6 +13,7 @@ from datetime import date
 import duckdb
 import polars as pl
 
+from batch_assets.batching.protocol import Outcome
 from batch_assets.sources import month_start
 from batch_assets.warehouse.schema import table_exists
 from batch_assets.warehouse.writes import ArrowStream, replace_partition
@@ -168,7 +169,7 @@ def write_cache_outcomes(con: duckdb.DuckDBPyConnection, pipeline: str, month: d
     custom_id, where its payload is), billed nothing now."""
     rows = hits.select(
         "custom_id", "item_id", pl.lit(attempt, pl.Int32).alias("attempt"), "batch_id",
-        pl.lit("succeeded").alias("outcome"), pl.lit(200, pl.Int32).alias("status_code"),
+        pl.lit(Outcome.SUCCEEDED.value).alias("outcome"), pl.lit(200, pl.Int32).alias("status_code"),
         pl.lit(None, pl.String).alias("error_code"), pl.lit(None, pl.String).alias("error_message"),
         "response_model", pl.lit(0, pl.Int64).alias("prompt_tokens"),
         pl.lit(0, pl.Int64).alias("completion_tokens"), pl.lit(0, pl.Int64).alias("cached_tokens"),

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL, OUTCOMES
+from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL, Outcome
 from batch_assets.batching.results import (
     BATCH_FAILED_CODE,
     MISSING_RESULT_CODE,
@@ -73,7 +73,7 @@ def parse(url: str, expected: list[str], output: Path | None, error: Path | None
                              batch_status=status, **kwargs)
     assert df.schema == RESULT_SCHEMA
     assert sorted(df["custom_id"].to_list()) == sorted(expected)  # exactly one row per expected id
-    assert set(df["outcome"].unique()) <= set(OUTCOMES)
+    assert set(df["outcome"].unique()) <= set(Outcome)
     # rows come in no particular order; put them in input order for readable assertions
     order = pl.DataFrame({"custom_id": expected}, schema={"custom_id": pl.String}).with_row_index("_i")
     return df.join(order, on="custom_id").sort("_i").drop("_i")
@@ -268,7 +268,7 @@ def test_summary_and_usage_totals_per_model(tmp_path: Path) -> None:
     assert usage.schema == USAGE_SCHEMA
     assert usage.rows() == [("m1", 2, 30, 3, 0, 0), ("m2", 1, 5, 7, 0, 0)]
     assert usage_totals(df.clear()).schema == USAGE_SCHEMA
-    assert summarize_outcomes(df.clear()) == dict.fromkeys(OUTCOMES, 0)
+    assert summarize_outcomes(df.clear()) == dict.fromkeys(Outcome, 0)
 
 
 def test_cached_and_reasoning_tokens_are_read_and_summed(tmp_path: Path) -> None:

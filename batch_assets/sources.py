@@ -315,13 +315,6 @@ def load_documents(
     return LoadedDocuments(frame, loaded.dropped_empty_texts, loaded.warnings + validate_documents(frame))
 
 
-def documents_for_month(
-    month: str | date, *, source: DocumentSource | None = None, limit_per_month: int | None = None
-) -> pl.DataFrame:
-    """A month of documents: id (str), text (str), created_at (datetime), label (str|null), month (date)."""
-    return load_documents(month, source=source, limit_per_month=limit_per_month).frame
-
-
 def validate_documents(frame: pl.DataFrame) -> list[str]:
     """Warnings worth showing about a month of documents (none of them stops a run)."""
     warnings = []

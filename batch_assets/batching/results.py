@@ -55,7 +55,6 @@ __all__ = [
     "USAGE_SCHEMA",
     "ResultFileWarning",
     "parse_batch_results",
-    "summarize_outcomes",
     "usage_totals",
 ]
 
@@ -302,14 +301,6 @@ def parse_batch_results(
 
 def _warn(message: str) -> None:
     warnings.warn(message, ResultFileWarning, stacklevel=3)
-
-
-def summarize_outcomes(df: pl.DataFrame) -> dict[str, int]:
-    """Count of rows per outcome, every outcome present (zeros included), in ``Outcome``'s order."""
-    counts = {outcome.value: 0 for outcome in Outcome}
-    for outcome, n in df.group_by("outcome").len().iter_rows():
-        counts[outcome] = n
-    return counts
 
 
 def usage_totals(df: pl.DataFrame) -> pl.DataFrame:

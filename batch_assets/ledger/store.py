@@ -275,10 +275,6 @@ class Ledger:
             self._engine = sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
         self._migrate()
 
-    @classmethod
-    def at(cls, data_dir: Path, env: Mapping[str, str] | None = None) -> Ledger:
-        return cls(ledger_url(data_dir, env))
-
     @property
     def engine(self) -> Engine:
         return self._engine

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, TypeGuard, get_args
 
@@ -74,10 +74,6 @@ class FaultConfig:
                                   for name, value in faults.items()}
         return cls(**values)
 
-    @property
-    def any_batch_faults(self) -> bool:
-        return bool(self.item_failure_rate or self.expire_after_items is not None or self.item_delay_seconds)
-
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -92,9 +88,6 @@ class EngineConfig:
         model_backend(self.model_backend)
         if self.completion_window_seconds <= 0:
             raise ValueError("completion_window_seconds must be positive")
-
-    def with_faults(self, **changes: Any) -> EngineConfig:
-        return replace(self, faults=replace(self.faults, **changes))
 
     def batch_settings(self) -> dict[str, Any]:
         """What a batch snapshots at creation, so a detached worker runs it as its creator asked."""

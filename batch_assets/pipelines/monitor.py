@@ -34,7 +34,6 @@ DEFAULT_STALL_AFTER_SECONDS = 6 * 3600.0
 # A file refused for the enqueued-token limit this often is probably over the limit on its own: it then ends like
 # any failed batch (its items are retried as a new attempt, within max_attempts, and say why).
 MAX_TOKEN_LIMIT_REQUEUES = 5
-_UNCOLLECTED = (FileState.ENDED,)
 _RUNNING = (FileState.SUBMITTED,)
 
 

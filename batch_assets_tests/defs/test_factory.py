@@ -41,7 +41,7 @@ def test_the_code_location_loads_every_pipeline_of_the_defs_folder_without_lifec
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BATCH_ASSETS_DATA_DIR", str(tmp_path))
     with warnings.catch_warnings():
-        for category in (dg.PreviewWarning, dg.SupersessionWarning):  # what a new user saw at every start
+        for category in (dg.PreviewWarning, dg.SupersessionWarning, dg.BetaWarning):  # a new user saw these
             warnings.simplefilter("error", category)
         loaded = code_location()
         build_definitions(PlatformSettings.from_env())

@@ -7,6 +7,7 @@ No `from __future__ import annotations` here: Dagster reads a component loader's
 """
 
 import re
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +23,9 @@ from batch_assets.settings import PlatformSettings
 class BatchPipelines(dg.Component):
     """A component that declares batch pipelines."""
 
+    @abstractmethod
     def pipeline_specs(self) -> tuple[PipelineSpec, ...]:
-        """The pipelines, as the platform runs them. Not abstract: the platform looks components up by this
-        class, which a type checker only allows for a concrete one."""
-        raise NotImplementedError
+        """The pipelines, as the platform runs them."""
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         settings = PlatformSettings.from_env()

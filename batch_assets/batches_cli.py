@@ -15,7 +15,7 @@ from batch_assets.settings import PlatformSettings
 from batch_assets.sources import month_start
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     batches = commands.add_parser("batches", help="see or cancel a month's batches")
     sub = batches.add_subparsers(dest="batches_command", required=True)
     status = sub.add_parser("status", help="live batches per pipeline-month with their progress")

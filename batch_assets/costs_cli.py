@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import duckdb
 import polars as pl
 
 from batch_assets import warehouse
@@ -13,16 +14,16 @@ from batch_assets.settings import PlatformSettings
 from batch_assets.sources import month_start
 
 
-def add_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     costs = commands.add_parser("costs", help="spend per month, pipeline and model (batch $, standard $, saved)")
     costs.add_argument("--month", default=None, help="only this month, e.g. 2024-03")
     costs.add_argument("--duckdb", default=None, help="warehouse path (default: BATCH_ASSETS_DUCKDB_PATH)")
     costs.set_defaults(run=_costs)
 
 
-def spend(con: object, month: str | None = None) -> pl.DataFrame:
+def spend(con: duckdb.DuckDBPyConnection, month: str | None = None) -> pl.DataFrame:
     """Rows of month, pipeline, model, requests, tokens, batch / standard / saved dollars, and cache savings."""
-    costs = warehouse.read_table(con, "batch_costs", month_start(month) if month else None)  # type: ignore[arg-type]
+    costs = warehouse.read_table(con, "batch_costs", month_start(month) if month else None)
     return (costs.group_by("month", "pipeline", "model")
             .agg(pl.col("requests").sum(), pl.col("prompt_tokens").sum(), pl.col("completion_tokens").sum(),
                  pl.col("cached_tokens").sum(), pl.col("batch_usd").sum(), pl.col("standard_usd").sum(),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import duckdb
 import polars as pl
+from openai import omit
 
 from batch_assets import warehouse
 from batch_assets.provider import make_openai_client
@@ -13,9 +15,9 @@ from batch_assets.settings import PlatformSettings
 from batch_assets.sources import month_start
 
 
-def _embedding_model(con: object, month: str | None) -> tuple[str, int]:
+def _embedding_model(con: duckdb.DuckDBPyConnection, month: str | None) -> tuple[str, int]:
     """The model and dims the documents were embedded with (the most used one if several)."""
-    rows = warehouse.read_table(con, "document_embeddings", month_start(month) if month else None)  # type: ignore[arg-type]
+    rows = warehouse.read_table(con, "document_embeddings", month_start(month) if month else None)
     if rows.is_empty():
         scope = f" for {month}" if month else ""
         raise warehouse.WarehouseError(f"no embeddings{scope} yet: materialize the embeddings pipeline for a month "
@@ -35,8 +37,9 @@ def search(text: str, *, month: str | None = None, k: int = 5, duckdb_path: str 
     try:
         model, dims = _embedding_model(con, month)
         # Local answers name the model they ran ("local/..."); any name reaches the same local model.
-        extra = {"dimensions": dims} if model.startswith(("local/", "text-embedding-3")) else {}
-        response = make_openai_client(settings.provider).embeddings.create(model=model, input=text, **extra)
+        dimensions = dims if model.startswith(("local/", "text-embedding-3")) else omit
+        response = make_openai_client(settings.provider).embeddings.create(model=model, input=text,
+                                                                           dimensions=dimensions)
         return warehouse.nearest_documents(con, response.data[0].embedding, month=month, k=k, model=model)
     finally:
         con.close()

@@ -51,17 +51,17 @@ DOCUMENT_SCHEMA = {
     "label": pl.String,
     "month": pl.Date,
 }
-METRICS_SCHEMA = {
-    "month": pl.Date,
-    "company": pl.String,
-    "revenue_usd": pl.Float64,
-    "revenue_growth_pct": pl.Float64,
-    "gross_margin_pct": pl.Float64,
-    "active_customers": pl.Int64,
-    "churn_pct": pl.Float64,
-    "support_tickets": pl.Int64,
-    "nps": pl.Int64,
-}
+METRICS_SCHEMA = pl.Schema({
+    "month": pl.Date(),
+    "company": pl.String(),
+    "revenue_usd": pl.Float64(),
+    "revenue_growth_pct": pl.Float64(),
+    "gross_margin_pct": pl.Float64(),
+    "active_customers": pl.Int64(),
+    "churn_pct": pl.Float64(),
+    "support_tickets": pl.Int64(),
+    "nps": pl.Int64(),
+})
 
 
 class SourceError(ValueError):
@@ -315,13 +315,6 @@ def load_documents(
     return LoadedDocuments(frame, loaded.dropped_empty_texts, loaded.warnings + validate_documents(frame))
 
 
-def documents_for_month(
-    month: str | date, *, source: DocumentSource | None = None, limit_per_month: int | None = None
-) -> pl.DataFrame:
-    """A month of documents: id (str), text (str), created_at (datetime), label (str|null), month (date)."""
-    return load_documents(month, source=source, limit_per_month=limit_per_month).frame
-
-
 def validate_documents(frame: pl.DataFrame) -> list[str]:
     """Warnings worth showing about a month of documents (none of them stops a run)."""
     warnings = []
@@ -421,7 +414,7 @@ def _metrics_from_file(path: Path, month: date) -> pl.DataFrame:
             "write months as 2024-03 or 2024-03-01"
         )
     try:
-        frame = rows.drop("_raw_month").cast(METRICS_SCHEMA)  # type: ignore[arg-type]
+        frame = rows.drop("_raw_month").cast(METRICS_SCHEMA)
     except pl.exceptions.PolarsError as error:
         raise SourceError(f"company metrics in {path} have a value of the wrong type: {error}") from error
     dupes = frame.group_by("company").len().filter(pl.col("len") > 1)["company"].to_list()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -17,13 +18,16 @@ from batch_assets.sources import (
     DocumentSource,
     SourceError,
     company_metrics_for_month,
-    documents_for_month,
     load_documents,
     month_start,
     rotten_tomatoes_documents,
 )
 
 MONTHS_2024 = [date(2024, m, 1) for m in range(1, 13)]
+
+
+def documents_for_month(month: str | date, **options: Any) -> pl.DataFrame:
+    return load_documents(month, **options).frame
 
 
 # ------------------------------------------------------------------------------------------------ months
@@ -71,16 +75,16 @@ def test_rotten_tomatoes_months_are_deterministic_and_cover_the_range() -> None:
     assert docs.filter(pl.col("id") == "rt-0")["text"][0].startswith("Vijay Singh Rajput")
 
 
-def test_documents_for_month_with_a_limit_is_a_stable_mixed_subset() -> None:
-    full = documents_for_month("2024-03")
+def test_a_month_of_documents_with_a_limit_is_a_stable_mixed_subset() -> None:
+    full = load_documents("2024-03").frame
     assert full.height > 900 and (full["month"] == date(2024, 3, 1)).all()
-    first = documents_for_month("2024-03", limit_per_month=30)
-    assert first.equals(documents_for_month(date(2024, 3, 1), limit_per_month=30))
+    first = load_documents("2024-03", limit_per_month=30).frame
+    assert first.equals(load_documents(date(2024, 3, 1), limit_per_month=30).frame)
     assert first.height == 30
     assert set(first["id"]) <= set(full["id"])
     assert set(first["label"]) == {"positive", "negative", "neutral"}
     assert first["label"].value_counts()["count"].max() == 10  # interleaved: 10 of each
-    assert set(documents_for_month("2024-03", limit_per_month=10)["id"]) <= set(first["id"])
+    assert set(load_documents("2024-03", limit_per_month=10).frame["id"]) <= set(first["id"])
     assert first["created_at"].is_sorted()
 
 

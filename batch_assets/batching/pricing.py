@@ -59,8 +59,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Final
 
-PRICES_AS_OF: Final = "2026-02-07"
-PRICES_SOURCE: Final = "https://platform.openai.com/docs/pricing"
+PRICES_AS_OF: Final = "2026-02-07"  # read from OpenAI's pricing page that day
 BATCH_DISCOUNT: Final = Decimal("0.5")
 _PER_TOKEN: Final = Decimal(1_000_000)
 _USD_QUANTUM: Final = Decimal("1e-9")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Final, Literal, get_args
 
 # The one set of batch endpoints this project builds, parses and serves (OpenAI's Batch API also
@@ -16,17 +17,36 @@ assert {EMBEDDINGS_URL, CHAT_COMPLETIONS_URL, RESPONSES_URL, COMPLETIONS_URL} ==
 
 COMPLETION_WINDOW: Final = "24h"
 
-# Batch statuses as OpenAI reports them.
-BATCH_STATUSES: Final = (
-    "validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled",
-)
-TERMINAL_BATCH_STATUSES: Final = frozenset({"failed", "completed", "expired", "cancelled"})
 
-# One final outcome per item of a batch.
-Outcome = Literal["succeeded", "http_error", "expired", "cancelled", "missing"]
-OUTCOMES: Final = ("succeeded", "http_error", "expired", "cancelled", "missing")
-# Outcomes worth a new attempt: transient HTTP failures are judged by status code (see is_retryable_status).
-RETRYABLE_OUTCOMES: Final = frozenset({"expired", "cancelled", "missing"})
+
+class BatchStatus(StrEnum):
+    """A batch's status as OpenAI reports it."""
+
+    VALIDATING = "validating"
+    FAILED = "failed"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+
+# A batch in one of these has ended: its output and error files are final.
+TERMINAL_BATCH_STATUSES: Final = frozenset(
+    {BatchStatus.FAILED, BatchStatus.COMPLETED, BatchStatus.EXPIRED, BatchStatus.CANCELLED})
+ACTIVE_BATCH_STATUSES: Final = frozenset(BatchStatus) - TERMINAL_BATCH_STATUSES
+
+
+class Outcome(StrEnum):
+    """One final outcome per item of a batch."""
+
+    SUCCEEDED = "succeeded"
+    HTTP_ERROR = "http_error"  # the request's line carries an HTTP error status (429, 5xx, 4xx)
+    EXPIRED = "expired"  # the batch expired before the request ran
+    CANCELLED = "cancelled"  # the batch was cancelled before the request ran
+    MISSING = "missing"  # no line for the request in the output or error file
+
 
 # Non-HTTP per-item error codes written to the error file.
 BATCH_EXPIRED_CODE: Final = "batch_expired"
@@ -40,8 +60,3 @@ CUSTOM_ID_MAX_LEN: Final = 64
 METADATA_MAX_PAIRS: Final = 16
 METADATA_KEY_MAX_LEN: Final = 64
 METADATA_VALUE_MAX_LEN: Final = 512
-
-
-def is_retryable_status(status_code: int | None) -> bool:
-    """429 and 5xx lines are worth resubmitting; other 4xx lines would fail the same way again."""
-    return status_code is not None and (status_code == 429 or status_code >= 500)

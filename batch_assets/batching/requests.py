@@ -4,7 +4,7 @@ structured-output formats.
 A Batch API input line is ``{"custom_id", "method": "POST", "url", "body"}``; results come back in
 any order and are joined on ``custom_id``, so it must be unique per file and map back to an item.
 
-custom_id rule (:func:`custom_id_for`), for ``s = prefix + item_id``:
+custom_id rule (:func:`custom_ids_for`), for ``s = prefix + item_id``:
 
 * if ``s`` is 1..63 characters of ``[A-Za-z0-9_-]`` it is used as is (readable);
 * otherwise the id is exactly 64 characters: a sanitized head of ``s`` (up to 31 characters,
@@ -26,20 +26,12 @@ from typing import Any, Final
 
 import polars as pl
 
-from batch_assets.batching.protocol import (
-    CHAT_COMPLETIONS_URL,
-    COMPLETIONS_URL,
-    CUSTOM_ID_MAX_LEN,
-    EMBEDDINGS_URL,
-    RESPONSES_URL,
-    SUPPORTED_URLS,
-)
+from batch_assets.batching.protocol import CUSTOM_ID_MAX_LEN
 
 _KEEP_MAX_LEN: Final = CUSTOM_ID_MAX_LEN - 1  # 63: hashed ids are exactly 64
 _HEAD_LEN: Final = 31
 _CUSTOM_ID_CHARS: Final = "A-Za-z0-9_-"
 _KEEP_RE: Final = re.compile(rf"[{_CUSTOM_ID_CHARS}]{{1,{_KEEP_MAX_LEN}}}")
-_VALID_RE: Final = re.compile(rf"[{_CUSTOM_ID_CHARS}]{{1,{CUSTOM_ID_MAX_LEN}}}")
 _INVALID_CHAR_RE: Final = re.compile(rf"[^{_CUSTOM_ID_CHARS}]")
 _SCHEMA_NAME_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -65,17 +57,9 @@ def _check_prefix(prefix: str) -> None:
         raise ValueError(f"custom_id prefix {prefix!r} must be 1-63 characters of [A-Za-z0-9_-]")
 
 
-def custom_id_for(item_id: str, prefix: str = "") -> str:
-    """A provider-safe custom_id for ``prefix + item_id`` (rule in the module docstring)."""
-    _check_prefix(prefix)
-    if not isinstance(item_id, str) or not item_id:
-        raise ValueError(f"item id must be a non-empty string, got {item_id!r}")
-    s = prefix + item_id
-    return s if _KEEP_RE.fullmatch(s) else _hashed_custom_id(s)
-
-
 def custom_ids_for(item_ids: Iterable[str] | pl.Series, prefix: str = "") -> list[str]:
-    """:func:`custom_id_for` over many ids; the validity check runs vectorised in polars."""
+    """Provider-safe custom ids for ``prefix + item_id`` (rule in the module docstring), checked vectorised in
+    polars."""
     _check_prefix(prefix)
     series = item_ids if isinstance(item_ids, pl.Series) else pl.Series(list(item_ids), dtype=pl.String)
     if series.dtype != pl.String:
@@ -89,10 +73,6 @@ def custom_ids_for(item_ids: Iterable[str] | pl.Series, prefix: str = "") -> lis
         for i in (~keep).arg_true().to_list():
             ids[i] = _hashed_custom_id(ids[i])
     return ids
-
-
-def is_valid_custom_id(custom_id: str) -> bool:
-    return isinstance(custom_id, str) and _VALID_RE.fullmatch(custom_id) is not None
 
 
 def _check_model(model: str) -> None:
@@ -268,32 +248,6 @@ def responses_body(
             raise ValueError("a json_schema text_format needs a 'name' and a 'schema' (see json_schema_text_format)")
         body["text"] = {"format": dict(text_format)}
     return body
-
-
-# What each endpoint's body must hold, and the builder that makes one.
-_REQUIRED_BODY_FIELD: Final = {
-    EMBEDDINGS_URL: ("input", "embedding_body"),
-    CHAT_COMPLETIONS_URL: ("messages", "chat_body"),
-    RESPONSES_URL: ("input", "responses_body"),
-    COMPLETIONS_URL: ("prompt", "a {'model', 'prompt'} dict"),
-}
-
-
-def request_line(custom_id: str, url: str, body: Mapping[str, Any]) -> dict[str, Any]:
-    """One Batch API input line."""
-    if not is_valid_custom_id(custom_id):
-        raise ValueError(
-            f"custom_id {custom_id!r} must be 1-{CUSTOM_ID_MAX_LEN} characters of [A-Za-z0-9_-]; "
-            "build it with custom_id_for(item_id)"
-        )
-    if url not in SUPPORTED_URLS:
-        raise ValueError(f"unsupported endpoint {url!r}; supported: {', '.join(SUPPORTED_URLS)}")
-    if not isinstance(body, Mapping) or not body.get("model"):
-        raise ValueError("body must be a dict with a 'model'")
-    field_name, builder = _REQUIRED_BODY_FIELD[url]
-    if field_name not in body:
-        raise ValueError(f"a {url} body needs '{field_name}' (see {builder})")
-    return {"custom_id": custom_id, "method": "POST", "url": url, "body": dict(body)}
 
 
 def json_schema_response_format(name: str, schema: Mapping[str, Any], *, strict: bool = True) -> dict[str, Any]:

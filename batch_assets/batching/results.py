@@ -41,10 +41,11 @@ from batch_assets.batching.protocol import (
     CHAT_COMPLETIONS_URL,
     COMPLETIONS_URL,
     EMBEDDINGS_URL,
-    OUTCOMES,
     RESPONSES_URL,
     SUPPORTED_URLS,
     TERMINAL_BATCH_STATUSES,
+    BatchStatus,
+    Outcome,
 )
 
 __all__ = [
@@ -54,24 +55,23 @@ __all__ = [
     "USAGE_SCHEMA",
     "ResultFileWarning",
     "parse_batch_results",
-    "summarize_outcomes",
     "usage_totals",
 ]
 
 RESULT_SCHEMA = pl.Schema(
     {
-        "custom_id": pl.String,  # the request's custom_id; one row per expected id
-        "outcome": pl.String,  # one of protocol.OUTCOMES
-        "status_code": pl.Int32,  # HTTP status of the request; null for non-HTTP outcomes
-        "error_code": pl.String,  # error.code, else response body error.code/type; null on success
-        "error_message": pl.String,
-        "response_model": pl.String,  # the model that answered (body.model), succeeded rows
-        "prompt_tokens": pl.Int64,  # body.usage.prompt_tokens
-        "completion_tokens": pl.Int64,  # chat only; null for embeddings
-        "cached_tokens": pl.Int64,  # chat: usage.prompt_tokens_details.cached_tokens (part of prompt_tokens)
-        "reasoning_tokens": pl.Int64,  # chat: usage.completion_tokens_details.reasoning_tokens (part of completion)
-        "finish_reason": pl.String,  # chat: choices[0].finish_reason
-        "content": pl.String,  # chat: choices[0].message.content
+        "custom_id": pl.String(),  # the request's custom_id; one row per expected id
+        "outcome": pl.String(),  # a protocol.Outcome
+        "status_code": pl.Int32(),  # HTTP status of the request; null for non-HTTP outcomes
+        "error_code": pl.String(),  # error.code, else response body error.code/type; null on success
+        "error_message": pl.String(),
+        "response_model": pl.String(),  # the model that answered (body.model), succeeded rows
+        "prompt_tokens": pl.Int64(),  # body.usage.prompt_tokens
+        "completion_tokens": pl.Int64(),  # chat only; null for embeddings
+        "cached_tokens": pl.Int64(),  # chat: usage.prompt_tokens_details.cached_tokens (part of prompt_tokens)
+        "reasoning_tokens": pl.Int64(),  # chat: usage.completion_tokens_details.reasoning_tokens (part of completion)
+        "finish_reason": pl.String(),  # chat: choices[0].finish_reason
+        "content": pl.String(),  # chat: choices[0].message.content
         "embedding": pl.List(pl.Float32),  # embeddings: data[0].embedding
     }
 )
@@ -148,8 +148,9 @@ _ENDPOINT_FIELDS = {
         response.body.choices[1].text AS content,
         NULL::FLOAT[] AS embedding""",
 }
-# When an id has several lines (should not happen), the lowest rank wins: a success beats a failure.
-_RANK = {"succeeded": 0, "http_error": 1, "expired": 2, "cancelled": 3, "missing": 4}
+# When an id has several lines (should not happen), the lowest rank wins, in Outcome's order: a success beats a
+# failure.
+_RANK = {outcome.value: rank for rank, outcome in enumerate(Outcome)}
 
 
 class ResultFileWarning(UserWarning):
@@ -190,7 +191,7 @@ def _read_lines(url: str, paths: list[Path]) -> pl.DataFrame:
                 "cancelled": BATCH_CANCELLED_CODE,
             },
         )
-        return pl.DataFrame(relation).cast(dict(RESULT_SCHEMA))  # a no-op unless DuckDB's types drift
+        return pl.DataFrame(relation).cast(RESULT_SCHEMA)  # a no-op unless DuckDB's types drift
 
 
 def _expected_ids(expected_custom_ids: Sequence[str] | pl.Series) -> pl.Series:
@@ -219,16 +220,16 @@ def _same_unique_ids(ids: pl.Series, expected: pl.Series) -> bool:
 
 
 def _absent_label(batch_status: str, batch_error_code: str | None, batch_error_message: str | None
-                  ) -> tuple[str, str, str]:
+                  ) -> tuple[Outcome, str, str]:
     """(outcome, error_code, error_message) for an expected id with no result line."""
-    if batch_status == "expired":
-        return "expired", BATCH_EXPIRED_CODE, "the batch expired before this request ran"
-    if batch_status == "cancelled":
-        return "cancelled", BATCH_CANCELLED_CODE, "the batch was cancelled before this request ran"
-    if batch_status == "failed":
-        return ("missing", batch_error_code or BATCH_FAILED_CODE,
+    if batch_status == BatchStatus.EXPIRED:
+        return Outcome.EXPIRED, BATCH_EXPIRED_CODE, "the batch expired before this request ran"
+    if batch_status == BatchStatus.CANCELLED:
+        return Outcome.CANCELLED, BATCH_CANCELLED_CODE, "the batch was cancelled before this request ran"
+    if batch_status == BatchStatus.FAILED:
+        return (Outcome.MISSING, batch_error_code or BATCH_FAILED_CODE,
                 batch_error_message or "the batch failed before running any request")
-    return "missing", MISSING_RESULT_CODE, "no line for this custom_id in the batch's output or error file"
+    return Outcome.MISSING, MISSING_RESULT_CODE, "no line for this custom_id in the batch's output or error file"
 
 
 def parse_batch_results(
@@ -302,14 +303,6 @@ def _warn(message: str) -> None:
     warnings.warn(message, ResultFileWarning, stacklevel=3)
 
 
-def summarize_outcomes(df: pl.DataFrame) -> dict[str, int]:
-    """Count of rows per outcome, every outcome present (zeros included), in ``OUTCOMES`` order."""
-    counts = dict.fromkeys(OUTCOMES, 0)
-    for outcome, n in df.group_by("outcome").len().iter_rows():
-        counts[outcome] = n
-    return counts
-
-
 def usage_totals(df: pl.DataFrame) -> pl.DataFrame:
     """Tokens billed per ``response_model`` over succeeded rows (``USAGE_SCHEMA``), sorted by model.
 
@@ -320,7 +313,7 @@ def usage_totals(df: pl.DataFrame) -> pl.DataFrame:
     """
     totals = (
         df.lazy()
-        .filter(pl.col("outcome") == "succeeded")
+        .filter(pl.col("outcome") == Outcome.SUCCEEDED)
         .group_by("response_model")
         .agg(
             pl.len().alias("n"),

@@ -6,8 +6,8 @@ run of any later release (or a run with other config) collects and builds output
 
 import dataclasses
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import dagster as dg
 import pydantic
@@ -24,7 +24,7 @@ from batch_assets.defs.resources import BatchAPIResource, LedgerResource, Wareho
 from batch_assets.defs.source_assets import DUCKDB_POOL
 from batch_assets.defs.table_schema import table_schema
 from batch_assets.ledger.store import FileState
-from batch_assets.pipelines.accounting import MonthReport
+from batch_assets.pipelines.accounting import ItemState, MonthReport
 from batch_assets.pipelines.budget import BudgetExceeded
 from batch_assets.pipelines.collect import collect_month, month_report
 from batch_assets.pipelines.outputs import output_rows
@@ -42,7 +42,8 @@ PROGRESS_CHECK = "batches_progressing"
 def settings_config_class(spec: PipelineSpec, platform: PlatformSettings) -> type[dg.Config]:
     """Run config the launchpad shows for this pipeline, defaults filled in from the declaration."""
     d = spec.defaults
-    fields: dict[str, tuple[type, pydantic.fields.FieldInfo]] = {
+    # (type, Field) pairs as pydantic.create_model takes them (the types are forms such as `int | None`).
+    fields: dict[str, Any] = {
         "model": (str, pydantic.Field(default=d.model, description="model the requests name")),
     }
     if spec.endpoint == EMBEDDINGS_URL:
@@ -86,7 +87,20 @@ def settings_config_class(spec: PipelineSpec, platform: PlatformSettings) -> typ
                                                              "final failures")),
     )
     name = "".join(part.capitalize() for part in spec.name.split("_")) + "Settings"
-    return pydantic.create_model(name, __base__=dg.Config, **fields)  # type: ignore[call-overload]
+    return pydantic.create_model(name, __base__=dg.Config, **fields)
+
+
+_Fn = TypeVar("_Fn", bound=Callable[..., Any])
+
+
+def run_config_from(config_class: type[dg.Config]) -> Callable[[_Fn], _Fn]:
+    """Gives a compute function's `config` parameter the pipeline's own config class. Dagster builds the
+    launchpad's run config from that annotation, and each pipeline's class (its defaults are the declaration's)
+    exists only at load time, so the source annotates `config: dg.Config` and this puts the real class there."""
+    def annotate(fn: _Fn) -> _Fn:
+        fn.__annotations__["config"] = config_class
+        return fn
+    return annotate
 
 
 _LIMIT_FIELDS = ("max_requests_per_file", "max_file_bytes", "max_tokens_per_file")
@@ -134,7 +148,7 @@ def _check_results(report: MonthReport) -> Iterator[dg.AssetCheckResult]:
                if report.n_source_items_missing else "")
     yield dg.AssetCheckResult(
         check_name=ACCOUNTED_CHECK, passed=report.accounted_for, severity=dg.AssetCheckSeverity.ERROR,
-        description=(f"{report.n_items - report.by_state.get('unaccounted', 0)} of {report.n_items} items "
+        description=(f"{report.n_items - report.by_state.get(ItemState.UNACCOUNTED, 0)} of {report.n_items} items "
                      f"accounted for{missing}"),
         metadata={**_report_metadata(report), "unaccounted": report.n_unaccounted})
     yield dg.AssetCheckResult(
@@ -143,7 +157,7 @@ def _check_results(report: MonthReport) -> Iterator[dg.AssetCheckResult]:
         description=(f"{report.failure_share:.1%} of items failed for good (threshold "
                      f"{report.max_failure_share:.1%})"),
         metadata={"failure_share": round(report.failure_share, 4), "threshold": report.max_failure_share,
-                  "final_failures": report.by_state.get("failed", 0), "final_outcomes": report.by_outcome,
+                  "final_failures": report.by_state.get(ItemState.FAILED, 0), "final_outcomes": report.by_outcome,
                   "final_by_attempt": report.by_attempt})
 
 
@@ -151,15 +165,15 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
                    ) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
     """The pipeline's four assets and its checks (its jobs: `build_pipeline_jobs`)."""
     config_class = settings_config_class(spec, platform)
-    common = {"partitions_def": partitions_def, "group_name": spec.name}
 
     @dg.asset(name=spec.requests_asset, deps=[spec.source], kinds={"openai", "polars"}, pool=DUCKDB_POOL,
               description=f"{spec.description} Plans the month's next submission: the items without a "
                           "successful answer (all of them the first time), written to content-addressed request "
                           "files split under the Batch API limits, with exact input tokens (OpenAI's tokenizer for "
                           "the requested model) and the estimated cost. Nothing is planned while an attempt is in "
-                          "flight.", **common)
-    def requests(context: dg.AssetExecutionContext, config: config_class,  # type: ignore[valid-type]
+                          "flight.", partitions_def=partitions_def, group_name=spec.name)
+    @run_config_from(config_class)
+    def requests(context: dg.AssetExecutionContext, config: dg.Config,
                  warehouse_db: WarehouseResource, ledger: LedgerResource) -> dg.MaterializeResult:
         month = partition_month(context)
         settings = to_submission_settings(spec, config, platform.enqueued_token_limits)
@@ -195,7 +209,8 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
               description=f"{spec.name}: uploads the month's planned request files and creates one batch per file; "
                           "a file whose batch exists (an earlier, concurrent or crashed run made it) is adopted, "
                           "never paid twice. The batch sensor then follows them and records progress and the "
-                          "month's state as observations here (Events tab); no run stays open.", **common)
+                          "month's state as observations here (Events tab); no run stays open.",
+              partitions_def=partitions_def, group_name=spec.name)
     def batches(context: dg.AssetExecutionContext, batch_api: BatchAPIResource,
                 ledger: LedgerResource) -> dg.MaterializeResult:
         month = partition_month(context)
@@ -227,7 +242,8 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
                           "per batch (table batch_costs), then accounts for every item and plans the retry of "
                           "retryable ones. Skipped while the month's batches still run: the batch sensor "
                           "launches it when they end.",
-              metadata={"dagster/column_schema": table_schema("batch_outcomes")}, **common)
+              metadata={"dagster/column_schema": table_schema("batch_outcomes")},
+              partitions_def=partitions_def, group_name=spec.name)
     def results(context: dg.AssetExecutionContext, batch_api: BatchAPIResource, warehouse_db: WarehouseResource,
                 ledger: LedgerResource) -> Iterator[dg.MaterializeResult]:
         month = partition_month(context)
@@ -287,7 +303,8 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
                           "at a time, built from the month's successful answers with the settings its requests "
                           "were built with.",
               metadata={"dagster/column_schema": table_schema(spec.output_table, spec.output_columns,
-                                                              spec.output_schema)}, **common)
+                                                              spec.output_schema)},
+              partitions_def=partitions_def, group_name=spec.name)
     def output(context: dg.AssetExecutionContext, warehouse_db: WarehouseResource,
                ledger: LedgerResource) -> dg.MaterializeResult:
         month = partition_month(context)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
+import pydantic
 
 from batch_assets.defs.definitions import pipeline_definitions
 from batch_assets.pipelines.declared import PipelineDeclaration
@@ -73,10 +74,26 @@ def starter_pipeline(folder_name: str) -> dict[str, Any]:
 
 
 @dg.scaffold_with(PipelineScaffolder)
-class PipelineComponent(BatchPipelines, dg.Resolvable, PipelineDeclaration):
+class PipelineComponent(BatchPipelines, dg.Resolvable):
     """A batch pipeline declared in YAML: endpoint, model, prompt, source, output table and columns, labels of a
     classifier, checks; dotted paths to Python functions where a template is not enough. The attributes are
-    `batch_assets.pipelines.declared.PipelineDeclaration`'s."""
+    `batch_assets.pipelines.declared.PipelineDeclaration`'s.
+
+    The component holds its declaration rather than being one: Dagster names a component's attribute schema
+    `model` (a class method), and a pipeline's `model` is the model its requests name."""
+
+    def __init__(self, declaration: PipelineDeclaration) -> None:
+        self.declaration = declaration
+
+    @classmethod
+    def model(cls) -> type[pydantic.BaseModel]:
+        return PipelineDeclaration
+
+    @classmethod
+    def resolve_from_model(cls, context: dg.ResolutionContext, model: pydantic.BaseModel) -> "PipelineComponent":
+        # Templates in the attributes ({{ env.NAME }} ...) render as in any component, then the declaration checks.
+        attributes = context.resolve_value(model.model_dump(exclude_unset=True))
+        return cls(PipelineDeclaration.model_validate(attributes))
 
     def pipeline_specs(self) -> tuple[PipelineSpec, ...]:
-        return (self.to_spec(),)
+        return (self.declaration.to_spec(),)

@@ -15,6 +15,7 @@ import orjson
 from batch_assets.defs.backfill_handoff import COLLECT_FOR_TAG, collect_for, release_held_collect
 from batch_assets.defs.factory import PROGRESS_CHECK
 from batch_assets.defs.resources import BatchAPIResource, LedgerResource
+from batch_assets.ledger.store import MonthState
 from batch_assets.pipelines.monitor import advance
 from batch_assets.pipelines.spec import PipelineSpec
 
@@ -55,7 +56,7 @@ def build_batch_sensor(pipelines: Sequence[PipelineSpec], jobs: Mapping[str, Map
             if spec is None:
                 continue
             key = f"{progress.pipeline}|{progress.month}"
-            if progress.state.value in ("waiting", "retrying"):
+            if progress.state in (MonthState.WAITING, MonthState.RETRYING):
                 waiting.append(f"{progress.pipeline} {progress.month[:7]}")
             if reported.get(key) != progress.signature:
                 events.append(dg.AssetObservation(

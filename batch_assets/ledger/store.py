@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, RowMapping
 
 SCHEMA_VERSION = 2  # 2: the leases table
 DEFAULT_LEASE_SECONDS = 600.0
@@ -237,7 +237,7 @@ class NewFile:
     max_output_tokens: int | None = None
 
 
-def _row(cls: type, row: Mapping[str, Any]) -> Any:
+def _row(cls: type, row: RowMapping) -> Any:
     values = {f.name: row[f.name] for f in fields(cls)}
     for name, enum in (("state", {StoredMonth: MonthState, StoredPlan: PlanState, StoredFile: FileState}.get(cls)),
                        ("kind", PlanKind if cls is StoredPlan else None)):
@@ -274,10 +274,6 @@ class Ledger:
         else:
             self._engine = sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
         self._migrate()
-
-    @classmethod
-    def at(cls, data_dir: Path, env: Mapping[str, str] | None = None) -> Ledger:
-        return cls(ledger_url(data_dir, env))
 
     @property
     def engine(self) -> Engine:
@@ -450,12 +446,14 @@ class Ledger:
                         .where(_files.c.pipeline == pipeline, _files.c.month == month,
                                _files.c.state == str(FileState.PLANNED))
                         .values(state=str(FileState.CANCELLED)))
-            plan_id = con.execute(_plans.insert().values(
+            inserted = con.execute(_plans.insert().values(
                 pipeline=pipeline, month=month, attempt=attempt, kind=str(kind), root_plan_id=root_plan_id,
                 endpoint=endpoint, settings=settings, state=str(PlanState.PLANNED), n_items=n_items,
                 n_requests=sum(f.n_requests for f in files), input_tokens=sum(f.input_tokens for f in files),
                 estimate=estimate, not_before=not_before, run_id=run_id, created_at=now,
-            )).inserted_primary_key[0]
+            )).inserted_primary_key
+            assert inserted is not None  # an INSERT of one row always has its key
+            plan_id = inserted[0]
             if kind != PlanKind.RETRY:
                 con.execute(_plans.update().where(_plans.c.plan_id == plan_id).values(root_plan_id=plan_id))
             for f in files:

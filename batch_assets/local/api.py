@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from batch_assets.batching.protocol import (
+    ACTIVE_BATCH_STATUSES,
     CHAT_COMPLETIONS_URL,
     COMPLETION_WINDOW,
     COMPLETIONS_URL,
@@ -28,6 +29,7 @@ from batch_assets.batching.protocol import (
     METADATA_VALUE_MAX_LEN,
     RESPONSES_URL,
     SUPPORTED_URLS,
+    BatchStatus,
 )
 from batch_assets.local.config import EngineConfig
 from batch_assets.local.endpoints import chat_completion_chunks, stream_options
@@ -220,7 +222,7 @@ class LocalBatchAPI:
 
     def get_batch(self, request: ApiRequest, batch_id: str) -> ApiResponse:
         row = self._existing_batch(batch_id)
-        if row["status"] in ("validating", "in_progress", "finalizing", "cancelling"):
+        if row["status"] in ACTIVE_BATCH_STATUSES:
             self._ensure_worker()  # resumes a batch whose worker crashed
         return json_response(batch_row_to_api(row))
 
@@ -236,9 +238,10 @@ class LocalBatchAPI:
 
     def cancel_batch(self, request: ApiRequest, batch_id: str) -> ApiResponse:
         row = self._existing_batch(batch_id)
-        if row["status"] not in ("validating", "in_progress", "cancelling"):
+        if row["status"] not in (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING):
             raise ApiError(409, f"Cannot cancel a batch with status '{row['status']}'.")
-        self.store.update_batch(batch_id, only_if_status=("validating", "in_progress"), status="cancelling",
+        self.store.update_batch(batch_id, only_if_status=(BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS),
+                                status=BatchStatus.CANCELLING,
                                 cancelling_at=now())
         self._ensure_worker()
         return json_response(batch_row_to_api(self._existing_batch(batch_id)))

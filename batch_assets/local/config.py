@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal, TypeGuard, get_args
 
 DEFAULT_DATA_DIR = Path(".batch_assets")
 DEFAULT_STATE_DIR = DEFAULT_DATA_DIR / "local_api"
@@ -23,6 +23,21 @@ def local_state_dir_from_env(env: Mapping[str, str] | None = None) -> Path:
     ``BATCH_ASSETS_LOCAL_STATE_DIR``, else ``<data folder>/local_api`` (absolute)."""
     env = os.environ if env is None else env
     return Path(env.get("BATCH_ASSETS_LOCAL_STATE_DIR") or data_dir_from_env(env) / "local_api").resolve()
+ModelBackend = Literal["real", "fake"]  # real local models, or fakes for unit tests
+MODEL_BACKENDS: Final[tuple[ModelBackend, ...]] = get_args(ModelBackend)
+
+
+def is_model_backend(value: object) -> TypeGuard[ModelBackend]:
+    return value in MODEL_BACKENDS
+
+
+def model_backend(value: str) -> ModelBackend:
+    """A backend name read from outside (environment, a batch's settings), checked."""
+    if not is_model_backend(value):
+        raise ValueError(f"model_backend must be 'real' or 'fake', got {value!r}")
+    return value
+
+
 DEFAULT_COMPLETION_WINDOW_SECONDS = 24 * 3600.0
 # A worker with nothing to do waits this long for new batches before it exits.
 DEFAULT_WORKER_IDLE_SECONDS = 60.0
@@ -52,28 +67,27 @@ class FaultConfig:
         if any(not 400 <= code <= 599 for code in self.item_failure_status_codes):
             raise ValueError("item_failure_status_codes must be HTTP error codes (4xx/5xx)")
 
-    @property
-    def any_batch_faults(self) -> bool:
-        return bool(self.item_failure_rate or self.expire_after_items is not None or self.item_delay_seconds)
+    @classmethod
+    def from_batch_settings(cls, faults: Mapping[str, Any]) -> FaultConfig:
+        """The faults a batch snapshotted (`EngineConfig.batch_settings`); JSON turned its tuples into lists."""
+        values: dict[str, Any] = {name: tuple(value) if isinstance(value, list) else value
+                                  for name, value in faults.items()}
+        return cls(**values)
 
 
 @dataclass(frozen=True)
 class EngineConfig:
     state_dir: Path = DEFAULT_STATE_DIR
-    model_backend: Literal["real", "fake"] = "real"
+    model_backend: ModelBackend = "real"
     completion_window_seconds: float = DEFAULT_COMPLETION_WINDOW_SECONDS
     worker_idle_seconds: float = DEFAULT_WORKER_IDLE_SECONDS
     faults: FaultConfig = field(default_factory=FaultConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_dir", Path(self.state_dir))
-        if self.model_backend not in ("real", "fake"):
-            raise ValueError(f"model_backend must be 'real' or 'fake', got {self.model_backend!r}")
+        model_backend(self.model_backend)
         if self.completion_window_seconds <= 0:
             raise ValueError("completion_window_seconds must be positive")
-
-    def with_faults(self, **changes: Any) -> EngineConfig:
-        return replace(self, faults=replace(self.faults, **changes))
 
     def batch_settings(self) -> dict[str, Any]:
         """What a batch snapshots at creation, so a detached worker runs it as its creator asked."""
@@ -112,7 +126,7 @@ class EngineConfig:
         )
         return cls(
             state_dir=local_state_dir_from_env(env),
-            model_backend=env.get("BATCH_ASSETS_LOCAL_MODELS") or "real",  # type: ignore[arg-type]
+            model_backend=model_backend(env.get("BATCH_ASSETS_LOCAL_MODELS") or "real"),
             completion_window_seconds=number(
                 "BATCH_ASSETS_LOCAL_COMPLETION_WINDOW_SECONDS", float, DEFAULT_COMPLETION_WINDOW_SECONDS
             ),

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from batch_assets.local.models import (
+from batch_assets.local.model_api import (
     LOCAL_EMBEDDING_MODEL_NAME,
     EmbeddingOutput,
     LocalModelsUnavailable,

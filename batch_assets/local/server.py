@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -14,7 +14,7 @@ from batch_assets.local.api import ApiRequest, ApiResponse, ChunkReader, LocalBa
 from batch_assets.local.config import EngineConfig
 
 Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Receive = Callable[[], Coroutine[Any, Any, MutableMapping[str, Any]]]  # anyio runs it from a thread
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from batch_assets.batching.protocol import ACTIVE_BATCH_STATUSES, BatchStatus
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     id TEXT PRIMARY KEY,
@@ -68,7 +70,9 @@ _ADDED_COLUMNS = {"files": {"expires_at": "INTEGER"},
                   "batches": {"output_expires_after": "INTEGER", "enqueued_model": "TEXT",
                               "enqueued_tokens": "INTEGER"}}
 
-ACTIVE_STATUSES = ("validating", "in_progress", "finalizing", "cancelling")
+_ACTIVE_STATUSES = tuple(sorted(ACTIVE_BATCH_STATUSES))  # as SQL parameters
+# A batch's input tokens count against its model's enqueued-token limit until it finalizes or is cancelled.
+_ENQUEUED_STATUSES = (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING)
 # OpenAI: "files with purpose=batch expire after 30 days"; a batch's output and error files too,
 # unless the batch was created with `output_expires_after`.
 DEFAULT_FILE_EXPIRY_SECONDS = {"batch": 30 * 24 * 3600, "batch_output": 30 * 24 * 3600}
@@ -232,11 +236,11 @@ class StateStore:
                     partial.unlink()
             except FileNotFoundError:  # finished or removed meanwhile
                 pass
-        marks = ",".join("?" * len(ACTIVE_STATUSES))
+        marks = ",".join("?" * len(_ACTIVE_STATUSES))
         with self.transaction() as con:
             ids = [row[0] for row in con.execute(
                 "SELECT id FROM files WHERE deleted = 0 AND expires_at IS NOT NULL AND expires_at <= ? AND id NOT IN"
-                f" (SELECT input_file_id FROM batches WHERE status IN ({marks}))", (now(), *ACTIVE_STATUSES))]
+                f" (SELECT input_file_id FROM batches WHERE status IN ({marks}))", (now(), *_ACTIVE_STATUSES))]
             con.executemany("UPDATE files SET deleted = 1 WHERE id = ?", [(file_id,) for file_id in ids])
         for file_id in ids:
             self.file_path(file_id).unlink(missing_ok=True)
@@ -258,7 +262,7 @@ class StateStore:
                 model, tokens, limit = enqueued
                 live = con.execute(
                     "SELECT coalesce(sum(enqueued_tokens), 0) FROM batches WHERE enqueued_model = ? AND status IN "
-                    "('validating', 'in_progress', 'finalizing')", (model,)).fetchone()[0]
+                    "(?, ?, ?)", (model, *_ENQUEUED_STATUSES)).fetchone()[0]
                 if live + tokens > limit:
                     settings = {**settings, "validation_errors": [{
                         "code": "token_limit_exceeded", "line": None, "param": None,
@@ -277,7 +281,9 @@ class StateStore:
                     orjson.dumps(settings).decode(), output_expires_after, model, tokens,
                 ),
             )
-        return self.get_batch_row(batch_id)  # type: ignore[return-value]
+        row = self.get_batch_row(batch_id)
+        assert row is not None  # inserted just above
+        return row
 
     def get_batch_row(self, batch_id: str) -> dict[str, Any] | None:
         rows = self.read("SELECT * FROM batches WHERE id = ?", (batch_id,))
@@ -296,8 +302,8 @@ class StateStore:
         return rows[:limit], len(rows) > limit
 
     def next_active_batch_id(self) -> str | None:
-        marks = ",".join("?" * len(ACTIVE_STATUSES))
-        rows = self.read(f"SELECT id FROM batches WHERE status IN ({marks}) ORDER BY seq LIMIT 1", ACTIVE_STATUSES)
+        marks = ",".join("?" * len(_ACTIVE_STATUSES))
+        rows = self.read(f"SELECT id FROM batches WHERE status IN ({marks}) ORDER BY seq LIMIT 1", _ACTIVE_STATUSES)
         return rows[0]["id"] if rows else None
 
     def has_active_batches(self) -> bool:

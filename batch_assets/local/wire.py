@@ -21,7 +21,6 @@ class ChunkReader:
         self._next_chunk = next_chunk
         self._buffer = bytearray()
         self._done = False
-        self.bytes_read = 0
 
     @classmethod
     def from_iterable(cls, chunks: Any) -> ChunkReader:
@@ -36,7 +35,6 @@ class ChunkReader:
             self._done = True
             return False
         self._buffer += chunk
-        self.bytes_read += len(chunk)
         return True
 
     def read(self, size: int = -1) -> bytes:

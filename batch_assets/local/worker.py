@@ -29,9 +29,10 @@ from batch_assets.batching.protocol import (
     MAX_EMBEDDING_INPUTS_PER_BATCH,
     MAX_FILE_BYTES,
     MAX_REQUESTS_PER_FILE,
+    TERMINAL_BATCH_STATUSES,
 )
 from batch_assets.batching.tokens import count_request_tokens
-from batch_assets.local.config import FaultConfig
+from batch_assets.local.config import FaultConfig, model_backend
 from batch_assets.local.execute import Answer, answer_one, answer_usage, embed_many, error_body
 from batch_assets.local.models import LocalModels
 from batch_assets.local.store import StateStore, new_id, now
@@ -160,7 +161,7 @@ class BatchRunner:
 
     def models(self, backend: str) -> LocalModels:
         if backend not in self._models:
-            self._models[backend] = LocalModels(backend)  # type: ignore[arg-type]
+            self._models[backend] = LocalModels(model_backend(backend))
         return self._models[backend]
 
     def run(self, batch_id: str) -> None:
@@ -190,7 +191,7 @@ class BatchRunner:
 
     def _execute(self, row: dict[str, Any]) -> None:
         settings = orjson.loads(row["settings"])
-        faults = FaultConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings["faults"].items()})
+        faults = FaultConfig.from_batch_settings(settings["faults"])
         models = self.models(settings["model_backend"])
         batch_id, endpoint = row["id"], row["endpoint"]
         done = self.store.done_line_numbers(batch_id)
@@ -247,13 +248,15 @@ class BatchRunner:
         else:
             for i in todo:
                 answers[i] = answer_one(models, endpoint, chunk[i][2])
-        return answers  # type: ignore[return-value]
+        answered = [answer for answer in answers if answer is not None]
+        assert len(answered) == len(answers)
+        return answered
 
     def _finalize(self, batch_id: str) -> None:
         row = self.store.get_batch_row(batch_id)
         assert row is not None
         status = row["status"]
-        if status in ("completed", "failed", "expired", "cancelled"):
+        if status in TERMINAL_BATCH_STATUSES:
             return
         if status == "validating":  # cancelled before it started
             status = "cancelling"
@@ -289,8 +292,8 @@ class BatchRunner:
             for line in stored:
                 handle.write(line.encode() + b"\n")
                 lines += 1
-            for line in extra:
-                handle.write(line + b"\n")
+            for extra_line in extra:
+                handle.write(extra_line + b"\n")
                 lines += 1
         if lines == 0:
             path.unlink()

@@ -18,6 +18,7 @@ from enum import StrEnum
 
 import polars as pl
 
+from batch_assets.batching.protocol import Outcome
 from batch_assets.ledger.store import MonthState
 from batch_assets.pipelines.spec import RetryPolicy
 
@@ -36,9 +37,9 @@ FINAL_ITEM_STATES = frozenset({ItemState.SUCCEEDED, ItemState.FAILED})
 def retryable(outcome: pl.Expr, status_code: pl.Expr, *, cancelled_by_user: bool) -> pl.Expr:
     """Outcomes worth another attempt: transient HTTP errors, expiry, missing results, cancellation by the
     provider (not when the user cancelled)."""
-    transient_http = (outcome == "http_error") & ((status_code == 429) | (status_code >= 500))
-    lost = outcome.is_in(["expired", "missing"])
-    cancelled = (outcome == "cancelled") & pl.lit(not cancelled_by_user)
+    transient_http = (outcome == Outcome.HTTP_ERROR) & ((status_code == 429) | (status_code >= 500))
+    lost = outcome.is_in([Outcome.EXPIRED.value, Outcome.MISSING.value])
+    cancelled = (outcome == Outcome.CANCELLED) & pl.lit(not cancelled_by_user)
     return (transient_http | lost | cancelled).fill_null(False)
 
 
@@ -48,7 +49,7 @@ def classify(status: pl.DataFrame, policy: RetryPolicy, *, cancelled_by_user: bo
     newer_attempt_out = pl.col("last_plan_id").is_not_null() & (
         pl.col("outcome_plan_id").is_null() | (pl.col("outcome_plan_id") < pl.col("last_plan_id")))
     state = (
-        pl.when(outcome == "succeeded").then(pl.lit(ItemState.SUCCEEDED.value))
+        pl.when(outcome == Outcome.SUCCEEDED).then(pl.lit(ItemState.SUCCEEDED.value))
         .when(newer_attempt_out).then(pl.lit(ItemState.IN_FLIGHT.value))
         .when(outcome.is_null()).then(pl.lit(ItemState.UNACCOUNTED.value))
         .when(retryable(outcome, pl.col("status_code"), cancelled_by_user=cancelled_by_user)

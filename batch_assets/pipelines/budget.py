@@ -16,7 +16,7 @@ from datetime import date
 import duckdb
 import orjson
 
-from batch_assets.batching.money import CostRange, format_usd
+from batch_assets.batching.money import format_usd
 from batch_assets.batching.pricing import Cost, UnknownModelPrice, estimate_cost
 from batch_assets.batching.request_files import RequestFile
 from batch_assets.ledger.store import Ledger
@@ -54,10 +54,6 @@ class Estimate:
     def to_json(self) -> str:
         return orjson.dumps({"expected": dataclasses.asdict(self.expected),
                              "upper": dataclasses.asdict(self.upper) if self.upper else None}).decode()
-
-    @property
-    def as_range(self) -> CostRange | None:
-        return CostRange(self.expected, self.upper) if self.upper else None
 
 
 def expected_output(con: duckdb.DuckDBPyConnection, pipeline: str, model: str, default: int) -> OutputGuess:

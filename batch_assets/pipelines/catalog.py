@@ -12,7 +12,7 @@ import duckdb
 import orjson
 import polars as pl
 
-from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL
+from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL, Outcome
 from batch_assets.batching.request_files import PreparedRequest, prepare_chat_requests, prepare_embedding_requests
 from batch_assets.batching.requests import json_schema_response_format, label_schema
 from batch_assets.pipelines.spec import CheckOutcome, PipelineSettings, PipelineSpec, QualityCheck
@@ -22,7 +22,7 @@ SENTIMENT_LABELS = ("positive", "negative", "neutral")
 
 
 def _succeeded(joined: pl.DataFrame) -> pl.DataFrame:
-    return joined.filter(pl.col("outcome") == "succeeded")
+    return joined.filter(pl.col("outcome") == Outcome.SUCCEEDED)
 
 
 # -- embeddings -------------------------------------------------------------------------------------
@@ -171,7 +171,7 @@ _METRIC_LABELS = {
 
 
 def metrics_prompt(row: dict[str, object]) -> str:
-    lines = [f"Company: {row['company']}", f"Month: {row['month']:%B %Y}"]  # type: ignore[str-format]
+    lines = [f"Company: {row['company']}", f"Month: {row['month']:%B %Y}"]
     for column, label in _METRIC_LABELS.items():
         value = row.get(column)
         lines.append(f"{label}: {value:,.2f}" if isinstance(value, float) else f"{label}: {value}")

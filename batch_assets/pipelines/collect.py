@@ -25,7 +25,7 @@ from openai.types import Batch
 from batch_assets import warehouse
 from batch_assets.batching.client import BatchClient
 from batch_assets.batching.pricing import Cost, actual_cost
-from batch_assets.batching.protocol import BATCH_CANCELLED_CODE, TERMINAL_BATCH_STATUSES
+from batch_assets.batching.protocol import BATCH_CANCELLED_CODE, TERMINAL_BATCH_STATUSES, Outcome
 from batch_assets.batching.request_files import PreparedRequest, plan_request_files, reread_requests
 from batch_assets.batching.results import RESULT_SCHEMA, parse_batch_results, usage_totals
 from batch_assets.ledger.store import (
@@ -163,7 +163,7 @@ def _collect_batch(client: BatchClient, ledger: Ledger, con: duckdb.DuckDBPyConn
                         "lost, the results stay at the provider. Free some space (or fix the folder) and launch "
                         f"{stored.pipeline}_collect for {stored.month[:7]} again") from exc
         expected = plan_items(con, stored.pipeline, month, [plan.plan_id], file_sha256=stored.sha256)
-        first_error = (batch.errors.data or [None])[0] if batch.errors else None
+        first_error = batch.errors.data[0] if batch.errors and batch.errors.data else None
         parsed = parse_batch_results(
             url=stored.url, expected_custom_ids=expected["custom_id"], output_path=paths.get("output"),
             error_path=paths.get("error"), batch_status=batch.status,
@@ -236,7 +236,7 @@ def _cancel_unsubmitted(ledger: Ledger, con: duckdb.DuckDBPyConnection, plan: St
         items = plan_items(con, plan.pipeline, month, [plan.plan_id], file_sha256=stored.sha256)
         rows = items.select(
             "custom_id", "item_id", "attempt", pl.lit(None, pl.String).alias("batch_id"),
-            pl.lit("cancelled").alias("outcome"), pl.lit(None, pl.Int32).alias("status_code"),
+            pl.lit(Outcome.CANCELLED.value).alias("outcome"), pl.lit(None, pl.Int32).alias("status_code"),
             pl.lit(BATCH_CANCELLED_CODE).alias("error_code"),
             pl.lit("cancelled by the user before it was submitted").alias("error_message"),
             pl.lit(None, pl.String).alias("response_model"), pl.lit(None, pl.Int64).alias("prompt_tokens"),

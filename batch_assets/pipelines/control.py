@@ -25,7 +25,6 @@ class CancelOutcome:
     pipeline: str
     month: str
     cancelled_batches: tuple[str, ...]  # the provider was asked to cancel these
-    already_ended: tuple[str, ...]
     dropped_files: int  # files never submitted, now never will be
 
     def describe(self) -> str:
@@ -70,7 +69,7 @@ def cancel_month(client: BatchClient, ledger: Ledger, pipeline: str, month: date
         raise ValueError(f"nothing was ever submitted for {pipeline} {month:%Y-%m}: nothing to cancel "
                          "(see batch-assets batches status)")
     ledger.update_month(pipeline, key, cancel_requested=True)
-    cancelled, ended, dropped = [], [], 0
+    cancelled, dropped = [], 0
     with ledger.month_lease(pipeline, key):
         for plan in ledger.plans(pipeline, key, states=(PlanState.PLANNED, PlanState.SUBMITTING,
                                                           PlanState.SUBMITTED)):
@@ -82,17 +81,14 @@ def cancel_month(client: BatchClient, ledger: Ledger, pipeline: str, month: date
                     try:
                         batch = client.cancel(stored.batch_id)
                     except openai.ConflictError:  # it ended meanwhile: nothing to cancel
-                        ended.append(stored.batch_id)
                         continue
-                    if batch.status in TERMINAL_BATCH_STATUSES:
-                        ended.append(stored.batch_id)
-                    else:
+                    if batch.status not in TERMINAL_BATCH_STATUSES:
                         cancelled.append(stored.batch_id)
             if plan.state != PlanState.SUBMITTED:
                 # Nothing more of it will be submitted; the sensor collects it, which gives its dropped items
                 # their `cancelled` outcome so that every item stays accounted for.
                 ledger.set_plan_state(plan.plan_id, PlanState.SUBMITTED)
-    return CancelOutcome(pipeline, key, tuple(cancelled), tuple(ended), dropped)
+    return CancelOutcome(pipeline, key, tuple(cancelled), dropped)
 
 
 def month_lines(ledger: Ledger, *, pipeline: str | None = None, month: date | None = None,

@@ -20,7 +20,7 @@ import duckdb
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL
+from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL, Outcome
 from batch_assets.batching.request_files import (
     PreparedRequest,
     prepare_chat_requests,
@@ -226,7 +226,7 @@ class PipelineDeclaration(_Declaration):
         return expr.cast(polars_schema({column.name: self._column_type(column)})[column.name], strict=False)
 
     def _build_outputs(self, joined: pl.DataFrame, settings: PipelineSettings) -> pl.DataFrame:
-        done = joined.filter(pl.col("outcome") == "succeeded")
+        done = joined.filter(pl.col("outcome") == Outcome.SUCCEEDED)
         return done.select([self._column_value(c, settings).alias(c.name) for c in self.output.columns])
 
     def _key(self) -> list[str]:

@@ -15,7 +15,7 @@ import orjson
 from openai.types import Batch
 
 from batch_assets.batching.client import BatchClient
-from batch_assets.batching.protocol import TERMINAL_BATCH_STATUSES
+from batch_assets.batching.protocol import TERMINAL_BATCH_STATUSES, BatchStatus
 from batch_assets.ledger.store import (
     FileState,
     Ledger,
@@ -34,7 +34,6 @@ DEFAULT_STALL_AFTER_SECONDS = 6 * 3600.0
 # A file refused for the enqueued-token limit this often is probably over the limit on its own: it then ends like
 # any failed batch (its items are retried as a new attempt, within max_attempts, and say why).
 MAX_TOKEN_LIMIT_REQUEUES = 5
-_UNCOLLECTED = (FileState.ENDED,)
 _RUNNING = (FileState.SUBMITTED,)
 
 
@@ -190,8 +189,8 @@ def advance(client: BatchClient, ledger: Ledger, *, now: float | None = None,
         elif plan.state == PlanState.PLANNED and plan.kind == PlanKind.RETRY and (plan.not_before or 0) <= now:
             decisions.submit.append(SubmitDue(plan.pipeline, plan.month, plan.plan_id, "retry"))
         elif plan.state == PlanState.SUBMITTING:
-            record = months.get((plan.pipeline, plan.month))
-            if record is not None and (record.lease_owner is None or (record.lease_expires_at or 0) < now):
+            leased = months.get((plan.pipeline, plan.month))
+            if leased is not None and (leased.lease_owner is None or (leased.lease_expires_at or 0) < now):
                 decisions.submit.append(SubmitDue(plan.pipeline, plan.month, plan.plan_id, "recover"))
     for record in ledger.months(states=(MonthState.PLANNED,)):
         # A plan that needed no batch (every item already answered, or an empty month) still needs its month
@@ -207,7 +206,7 @@ def advance(client: BatchClient, ledger: Ledger, *, now: float | None = None,
 
 def _over_token_limit(batch: Batch) -> bool:
     errors = batch.errors.data if batch.errors and batch.errors.data else []
-    return batch.status == "failed" and any(e.code == TOKEN_LIMIT_EXCEEDED for e in errors)
+    return batch.status == BatchStatus.FAILED.value and any(e.code == TOKEN_LIMIT_EXCEEDED for e in errors)
 
 
 def _first_error(batch: Batch) -> str | None:
@@ -226,7 +225,7 @@ def _queued_due(ledger: Ledger, open_plans: list[StoredPlan], limits: Mapping[st
         return []
     enqueued = dict(enqueued_tokens(ledger, limits))
     running = {f.model for f in ledger.files(states=(FileState.SUBMITTING, FileState.SUBMITTED))}
-    freed = {}  # per model, how many of its batches ended so far: a new run key each time room frees
+    freed: dict[str, int] = {}  # per model, how many of its batches ended so far: a new run key each time room frees
     for f in ledger.files(states=(FileState.ENDED, FileState.COLLECTED)):
         freed[f.model] = freed.get(f.model, 0) + 1
     plans = {p.plan_id: p for p in open_plans}

@@ -212,7 +212,10 @@ def _plan_rows(attempt: int, files: list[RequestFile],
                skipped: list[tuple[str, str, str, int, str]]) -> pl.DataFrame:
     """The batch_requests rows of a plan: submitted items with their file, then the ones needing no new answer
     (item_id, custom_id, body hash, input tokens, source)."""
-    item_ids, custom_ids, bodies, file_shas = [], [], [], []
+    item_ids: list[str] = []
+    custom_ids: list[str] = []
+    bodies: list[str] = []
+    file_shas: list[str | None] = []
     for f in files:
         item_ids += f.item_ids
         custom_ids += f.custom_ids

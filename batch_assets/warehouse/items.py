@@ -13,6 +13,7 @@ from datetime import date
 import duckdb
 import polars as pl
 
+from batch_assets.batching.protocol import Outcome
 from batch_assets.sources import month_start
 from batch_assets.warehouse.schema import table_exists
 from batch_assets.warehouse.writes import ArrowStream, replace_partition
@@ -108,7 +109,7 @@ def item_status(con: duckdb.DuckDBPyConnection, pipeline: str, month: date, root
     """
     frame = pl.DataFrame(con.sql(sql, params={"p": pipeline, "m": month_start(month), "root": root_plan_id,
                                               "ignored": [int(i) for i in ignored_plan_ids]}))
-    return frame.cast(dict(ITEM_STATUS_SCHEMA)) if frame.height else ITEM_STATUS_SCHEMA.to_frame()
+    return frame.cast(ITEM_STATUS_SCHEMA) if frame.height else ITEM_STATUS_SCHEMA.to_frame()
 
 
 def mark_final(con: duckdb.DuckDBPyConnection, pipeline: str, month: date, final: pl.DataFrame) -> None:
@@ -159,7 +160,7 @@ def cached_answers(con: duckdb.DuckDBPyConnection, body_sha256s: pl.Series) -> p
         """))
     finally:
         con.unregister(name)
-    return frame.cast(dict(CACHED_ANSWER_SCHEMA)) if frame.height else CACHED_ANSWER_SCHEMA.to_frame()
+    return frame.cast(CACHED_ANSWER_SCHEMA) if frame.height else CACHED_ANSWER_SCHEMA.to_frame()
 
 
 def write_cache_outcomes(con: duckdb.DuckDBPyConnection, pipeline: str, month: date, plan_id: int, attempt: int,
@@ -168,7 +169,7 @@ def write_cache_outcomes(con: duckdb.DuckDBPyConnection, pipeline: str, month: d
     custom_id, where its payload is), billed nothing now."""
     rows = hits.select(
         "custom_id", "item_id", pl.lit(attempt, pl.Int32).alias("attempt"), "batch_id",
-        pl.lit("succeeded").alias("outcome"), pl.lit(200, pl.Int32).alias("status_code"),
+        pl.lit(Outcome.SUCCEEDED.value).alias("outcome"), pl.lit(200, pl.Int32).alias("status_code"),
         pl.lit(None, pl.String).alias("error_code"), pl.lit(None, pl.String).alias("error_message"),
         "response_model", pl.lit(0, pl.Int64).alias("prompt_tokens"),
         pl.lit(0, pl.Int64).alias("completion_tokens"), pl.lit(0, pl.Int64).alias("cached_tokens"),

@@ -40,7 +40,8 @@ def read_table(
         raise WarehouseError(f"{table} has no pipeline column: leave pipeline=None")
     if not table_exists(con, table):
         return pl.DataFrame(schema=polars_schema(columns))
-    where, params = [], {}
+    where: list[str] = []
+    params: dict[str, object] = {}
     if month is not None:
         where.append("month = $month")
         params["month"] = month_start(month)
@@ -73,7 +74,8 @@ def nearest_documents(
     if k < 1:
         raise WarehouseError(f"k must be at least 1; got {k}")
     dims = embedding_dims(con)
-    where, params = [], {}
+    where: list[str] = []
+    params: dict[str, object] = {}
     if month is not None:
         where.append("e.month = $month")
         params["month"] = month_start(month)

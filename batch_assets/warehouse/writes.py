@@ -114,7 +114,8 @@ def _frame_dims(frame: pl.DataFrame) -> int | None:
     lengths = frame[EMBEDDING_COLUMN].list.len().drop_nulls()
     if lengths.len() == 0:
         return None
-    shortest, longest = int(lengths.min()), int(lengths.max())  # type: ignore[arg-type]
+    counts = lengths.to_numpy()
+    shortest, longest = int(counts.min()), int(counts.max())
     if shortest != longest:
         raise WarehouseError(
             f"embedding vectors in one write must all have the same length; found {shortest} to {longest}"

@@ -15,7 +15,7 @@ from batch_assets.batching.request_files import (
     prepare_embedding_requests,
     write_request_files,
 )
-from batch_assets.batching.requests import custom_id_for
+from batch_assets.batching.requests import custom_ids_for
 from batch_assets.batching.tokens import count_chat_tokens, count_text_tokens
 
 EMB = "text-embedding-3-small"
@@ -192,7 +192,7 @@ def test_prepare_embedding_requests_counts_tokens_and_builds_ids(tmp_path: Path)
     ids = ["doc 1", "doc-2", "d" * 80]
     texts = ["hello world", "お誕生日おめでとう", "a longer review text"]
     reqs = list(prepare_embedding_requests(ids, texts, EMB, dimensions=256, custom_id_prefix="a1-"))
-    assert [r.custom_id for r in reqs] == [custom_id_for(i, "a1-") for i in ids]
+    assert [r.custom_id for r in reqs] == custom_ids_for(ids, "a1-")
     assert [r.input_tokens for r in reqs] == count_text_tokens(texts, EMB) == [2, 9, 4]
     assert reqs[0].body == {"model": EMB, "input": "hello world", "dimensions": 256}
     assert all(r.url == EMBEDDINGS_URL and r.n_inputs == 1 for r in reqs)

@@ -2,23 +2,23 @@ from __future__ import annotations
 
 import re
 
-import orjson
 import polars as pl
 import pytest
 
-from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL
 from batch_assets.batching.requests import (
     chat_body,
-    custom_id_for,
     custom_ids_for,
     embedding_body,
-    is_valid_custom_id,
     json_schema_response_format,
     label_schema,
-    request_line,
 )
 
 VALID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+def custom_id(item_id: str, prefix: str = "") -> str:
+    [one] = custom_ids_for([item_id], prefix)
+    return one
+
 
 AWKWARD_IDS = [
     "doc-1", "a", "x" * 63, "x" * 64, "x" * 65, "x" * 500, "doc 1", "doc_1", "doc/1", "doc:1", "doc.1",
@@ -27,51 +27,50 @@ AWKWARD_IDS = [
 
 
 def test_valid_short_ids_stay_readable() -> None:
-    assert custom_id_for("doc-1") == "doc-1"
-    assert custom_id_for("review_000042", prefix="a2-") == "a2-review_000042"
-    assert custom_id_for("x" * 63) == "x" * 63
+    assert custom_id("doc-1") == "doc-1"
+    assert custom_id("review_000042", prefix="a2-") == "a2-review_000042"
+    assert custom_id("x" * 63) == "x" * 63
 
 
 @pytest.mark.parametrize("item_id", AWKWARD_IDS)
 def test_every_custom_id_is_valid_for_every_provider(item_id: str) -> None:
-    cid = custom_id_for(item_id)
+    cid = custom_id(item_id)
     assert VALID.fullmatch(cid) and len(cid) <= 64
-    assert is_valid_custom_id(cid)
-    assert custom_id_for(item_id) == cid  # deterministic
+    assert custom_id(item_id) == cid  # deterministic
 
 
 def test_ids_differing_only_in_invalid_characters_do_not_collide() -> None:
     ids = ["doc 1", "doc/1", "doc:1", "doc.1", "doc_1", "doc\t1", "doc🙂1"]
-    cids = [custom_id_for(i) for i in ids]
+    cids = [custom_id(i) for i in ids]
     assert len(set(cids)) == len(ids)
     assert all(c.startswith("doc_1") for c in cids)  # readable head
 
 
 def test_long_ids_with_a_shared_head_do_not_collide() -> None:
     ids = ["p" * 100 + str(i) for i in range(1000)]
-    cids = [custom_id_for(i) for i in ids]
+    cids = [custom_id(i) for i in ids]
     assert len(set(cids)) == 1000 and all(len(c) == 64 for c in cids)
 
 
 def test_a_kept_id_never_equals_a_hashed_one() -> None:
-    hashed = custom_id_for("a b")
+    hashed = custom_id("a b")
     assert len(hashed) == 64
-    assert custom_id_for(hashed) != hashed  # a valid 64-char id is itself hashed, to a different id
-    assert len({custom_id_for(i) for i in AWKWARD_IDS}) == len(AWKWARD_IDS)
+    assert custom_id(hashed) != hashed  # a valid 64-char id is itself hashed, to a different id
+    assert len({custom_id(i) for i in AWKWARD_IDS}) == len(AWKWARD_IDS)
 
 
 def test_prefix_rules() -> None:
-    assert len(custom_id_for("x" * 63, prefix="r1-")) == 64  # over 63 with the prefix: hashed
+    assert len(custom_id("x" * 63, prefix="r1-")) == 64  # over 63 with the prefix: hashed
     with pytest.raises(ValueError, match="prefix"):
-        custom_id_for("a", prefix="bad prefix")
+        custom_id("a", prefix="bad prefix")
     with pytest.raises(ValueError, match="non-empty"):
-        custom_id_for("")
+        custom_id("")
 
 
-def test_vectorised_custom_ids_match_the_scalar_rule() -> None:
+def test_many_ids_at_once_get_the_ids_each_gets_alone() -> None:
     ids = AWKWARD_IDS + [f"doc-{i}" for i in range(100)]
-    assert custom_ids_for(ids) == [custom_id_for(i) for i in ids]
-    assert custom_ids_for(pl.Series(ids), prefix="a1-") == [custom_id_for(i, "a1-") for i in ids]
+    assert custom_ids_for(ids) == [custom_id(i) for i in ids]
+    assert custom_ids_for(pl.Series(ids), prefix="a1-") == [custom_id(i, "a1-") for i in ids]
     assert custom_ids_for([]) == []
     with pytest.raises(ValueError, match="non-empty"):
         custom_ids_for(["a", ""])
@@ -137,31 +136,6 @@ def test_reasoning_models_get_an_actionable_error_instead_of_failed_lines() -> N
         chat_body("o4-mini", MESSAGES, max_tokens=20)
     with pytest.raises(ValueError, match="default temperature"):
         chat_body("gpt-5-nano", MESSAGES, temperature=0)
-
-
-def test_request_line_shape_and_json() -> None:
-    line = request_line("doc-1", EMBEDDINGS_URL, embedding_body("text-embedding-3-small", "hi"))
-    assert line == {
-        "custom_id": "doc-1", "method": "POST", "url": "/v1/embeddings",
-        "body": {"model": "text-embedding-3-small", "input": "hi"},
-    }
-    assert orjson.loads(orjson.dumps(line)) == line
-    chat = request_line("c", CHAT_COMPLETIONS_URL, chat_body("gpt-4o", MESSAGES))
-    assert chat["url"] == "/v1/chat/completions"
-
-
-def test_request_line_validation() -> None:
-    body = embedding_body("text-embedding-3-small", "hi")
-    with pytest.raises(ValueError, match="custom_id_for"):
-        request_line("has space", EMBEDDINGS_URL, body)
-    with pytest.raises(ValueError, match="custom_id"):
-        request_line("x" * 65, EMBEDDINGS_URL, body)
-    with pytest.raises(ValueError, match="unsupported endpoint"):
-        request_line("a", "/v1/moderations", body)
-    with pytest.raises(ValueError, match="messages"):
-        request_line("a", CHAT_COMPLETIONS_URL, body)
-    with pytest.raises(ValueError, match="input"):
-        request_line("a", EMBEDDINGS_URL, chat_body("gpt-4o", MESSAGES))
 
 
 def test_label_schema_and_response_format() -> None:

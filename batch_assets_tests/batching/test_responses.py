@@ -13,7 +13,6 @@ from batch_assets.batching.requests import (
     json_schema_response_format,
     json_schema_text_format,
     label_schema,
-    request_line,
     responses_body,
 )
 from batch_assets.batching.results import RESULT_SCHEMA, parse_batch_results
@@ -72,15 +71,6 @@ def test_reasoning_models_keep_the_default_temperature() -> None:
     with pytest.raises(ValueError, match="default temperature"):
         responses_body("o3-mini", "Hello", temperature=0)
     assert responses_body("o3-mini", "Hello", max_output_tokens=2000)["max_output_tokens"] == 2000
-
-
-def test_request_line_needs_the_field_of_its_endpoint() -> None:
-    line = request_line("a", RESPONSES_URL, responses_body(MODEL, "Hi"))
-    assert line == {"custom_id": "a", "method": "POST", "url": RESPONSES_URL, "body": {"model": MODEL, "input": "Hi"}}
-    with pytest.raises(ValueError, match="responses_body"):
-        request_line("a", RESPONSES_URL, {"model": MODEL, "messages": []})
-    with pytest.raises(ValueError, match="'prompt'"):
-        request_line("a", COMPLETIONS_URL, {"model": MODEL, "input": "x"})
 
 
 # -- token counts ------------------------------------------------------------------------------------

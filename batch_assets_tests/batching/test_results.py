@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL, OUTCOMES
+from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL, Outcome
 from batch_assets.batching.results import (
     BATCH_FAILED_CODE,
     MISSING_RESULT_CODE,
@@ -17,7 +17,6 @@ from batch_assets.batching.results import (
     USAGE_SCHEMA,
     ResultFileWarning,
     parse_batch_results,
-    summarize_outcomes,
     usage_totals,
 )
 
@@ -73,7 +72,7 @@ def parse(url: str, expected: list[str], output: Path | None, error: Path | None
                              batch_status=status, **kwargs)
     assert df.schema == RESULT_SCHEMA
     assert sorted(df["custom_id"].to_list()) == sorted(expected)  # exactly one row per expected id
-    assert set(df["outcome"].unique()) <= set(OUTCOMES)
+    assert set(df["outcome"].unique()) <= set(Outcome)
     # rows come in no particular order; put them in input order for readable assertions
     order = pl.DataFrame({"custom_id": expected}, schema={"custom_id": pl.String}).with_row_index("_i")
     return df.join(order, on="custom_id").sort("_i").drop("_i")
@@ -167,7 +166,7 @@ def test_ids_absent_from_a_completed_batch_are_missing(tmp_path: Path) -> None:
 def test_failed_batch_is_all_missing_with_the_batch_error() -> None:
     df = parse(CHAT_COMPLETIONS_URL, ["a", "b"], None, None, status="failed",
                batch_error_code="token_limit_exceeded", batch_error_message="Enqueued token limit reached")
-    assert summarize_outcomes(df) == {"succeeded": 0, "http_error": 0, "expired": 0, "cancelled": 0, "missing": 2}
+    assert df["outcome"].to_list() == ["missing", "missing"]
     assert df["error_code"].to_list() == ["token_limit_exceeded"] * 2
     assert df["error_message"].to_list() == ["Enqueued token limit reached"] * 2
     assert parse(EMBEDDINGS_URL, ["a"], None, None, status="failed")["error_code"].to_list() == [BATCH_FAILED_CODE]
@@ -255,7 +254,7 @@ def test_expected_ids_as_series_and_validation(tmp_path: Path) -> None:
         parse("/v1/moderations", ["a"], output, None)
 
 
-def test_summary_and_usage_totals_per_model(tmp_path: Path) -> None:
+def test_usage_totals_per_model(tmp_path: Path) -> None:
     output = write_jsonl(tmp_path / "out.jsonl", [
         chat_ok("a", model="m1", prompt=10, completion=1), chat_ok("b", model="m1", prompt=20, completion=2),
         chat_ok("c", model="m2", prompt=5, completion=7),
@@ -263,12 +262,11 @@ def test_summary_and_usage_totals_per_model(tmp_path: Path) -> None:
     error = write_jsonl(tmp_path / "err.jsonl", [http_error("d", 429), batch_error("e", "batch_expired")])
     df = parse(CHAT_COMPLETIONS_URL, list("abcdef"), output, error, status="expired")
 
-    assert summarize_outcomes(df) == {"succeeded": 3, "http_error": 1, "expired": 2, "cancelled": 0, "missing": 0}
+    assert df.sort("custom_id")["outcome"].to_list() == ["succeeded"] * 3 + ["http_error", "expired", "expired"]
     usage = usage_totals(df)
     assert usage.schema == USAGE_SCHEMA
     assert usage.rows() == [("m1", 2, 30, 3, 0, 0), ("m2", 1, 5, 7, 0, 0)]
     assert usage_totals(df.clear()).schema == USAGE_SCHEMA
-    assert summarize_outcomes(df.clear()) == dict.fromkeys(OUTCOMES, 0)
 
 
 def test_cached_and_reasoning_tokens_are_read_and_summed(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ def test_the_code_location_loads_every_pipeline_of_the_defs_folder_without_lifec
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BATCH_ASSETS_DATA_DIR", str(tmp_path))
     with warnings.catch_warnings():
-        for category in (dg.PreviewWarning, dg.SupersessionWarning):  # what a new user saw at every start
+        for category in (dg.PreviewWarning, dg.SupersessionWarning, dg.BetaWarning):  # a new user saw these
             warnings.simplefilter("error", category)
         loaded = code_location()
         build_definitions(PlatformSettings.from_env())
@@ -81,7 +81,8 @@ def test_the_code_location_without_an_openai_key_says_what_to_set(tmp_path: Path
 
 def test_the_yaml_pipeline_runs_end_to_end_through_the_responses_api(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    platform = with_pipelines(make_platform(tmp_path, monkeypatch, models="fake"), titles_component().to_spec())
+    platform = with_pipelines(make_platform(tmp_path, monkeypatch, models="fake"),
+                              titles_component().declaration.to_spec())
     submitted = platform.run_job("titles_submit")
     [planned] = [m for m in submitted.get_asset_materialization_events()
                  if m.asset_key == dg.AssetKey("titles_requests")]
@@ -107,13 +108,13 @@ def prefixed_title_requests(items: pl.DataFrame, settings: PipelineSettings) -> 
 def test_a_custom_row_builder_named_in_yaml_still_maps_every_answer_to_its_item(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     attributes: dict[str, Any] = {
-        **titles_component().model_dump(exclude={"answer_schema"}),
+        **titles_component().declaration.model_dump(exclude={"answer_schema"}),
         "build_requests": f"{__name__}.prefixed_title_requests",
         "output": {"table": "document_titles", "columns": [
             {"name": "document_id", "value": "item_id"}, {"name": "answer", "value": "answer"}]},
         "checks": [],
     }
-    spec = PipelineComponent.resolve_from_dict(attributes).to_spec()
+    spec = PipelineComponent.resolve_from_dict(attributes).declaration.to_spec()
     platform = with_pipelines(make_platform(tmp_path, monkeypatch, models="fake"), spec)
     platform.run_job("titles_submit")
     platform.drive_sensor()
@@ -129,7 +130,7 @@ def test_dg_scaffold_writes_a_classifier_that_runs_as_it_is(tmp_path: Path, monk
         project_root=ROOT, params=None))
     written = yaml.safe_load((folder / "defs.yaml").read_text())
     assert written["type"] == "batch_assets.defs.pipeline_component.PipelineComponent"
-    spec = PipelineComponent.resolve_from_dict(written["attributes"]).to_spec()
+    spec = PipelineComponent.resolve_from_dict(written["attributes"]).declaration.to_spec()
     platform = with_pipelines(make_platform(tmp_path, monkeypatch, models="fake"), spec)
     platform.run_job("review_moods_submit")
     platform.drive_sensor()
@@ -141,7 +142,7 @@ def test_dg_scaffold_writes_a_classifier_that_runs_as_it_is(tmp_path: Path, monk
 def test_two_pipelines_with_one_name_fail_at_load_saying_which(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BATCH_ASSETS_DATA_DIR", str(tmp_path))
-    titles = titles_component().to_spec()
+    titles = titles_component().declaration.to_spec()
     with pytest.raises(dg.DagsterInvalidDefinitionError, match="two pipelines have the name titles"):
         build_definitions(PlatformSettings.from_env(), pipelines=(*PIPELINES, titles, titles))
 
@@ -149,7 +150,7 @@ def test_two_pipelines_with_one_name_fail_at_load_saying_which(tmp_path: Path,
 @pytest.mark.e2e
 def test_the_yaml_pipeline_on_the_real_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     platform = with_pipelines(make_platform(tmp_path, monkeypatch, models="real", docs_per_month=3),
-                              titles_component().to_spec())
+                              titles_component().declaration.to_spec())
     platform.run_job("titles_submit")
     assert [r.job_name for r in platform.drive_sensor()] == ["titles_collect"]
     rows = platform.query("SELECT model, title FROM document_titles")

@@ -28,7 +28,7 @@ MONTH = "2024-03-01"
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Ledger:
-    with Ledger.at(tmp_path) as opened:
+    with Ledger(ledger_url(tmp_path)) as opened:
         yield opened
 
 
@@ -89,12 +89,12 @@ def test_a_dead_holders_lease_expires_and_a_waiting_one_says_what_to_do(ledger: 
 
 
 def test_a_ledger_from_a_newer_release_is_refused(tmp_path: Path) -> None:
-    with Ledger.at(tmp_path) as ledger:
+    with Ledger(ledger_url(tmp_path)) as ledger:
         assert ledger.schema_version() == SCHEMA_VERSION
         with ledger.engine.begin() as con:
             con.execute(sa.text("UPDATE ledger_meta SET value = '99' WHERE key = 'schema_version'"))
     with pytest.raises(LedgerError, match="upgrade batch_assets"):
-        Ledger.at(tmp_path)
+        Ledger(ledger_url(tmp_path))
 
 
 def test_the_ledger_url_defaults_to_sqlite_beside_the_warehouse(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from batch_assets.local.api import LocalBatchAPI
-from batch_assets.local.config import EngineConfig
+from batch_assets.local.config import EngineConfig, FaultConfig
 from batch_assets.local.transport import LOCAL_BASE_URL, LocalTransport
 from batch_assets_tests.local.helpers import LocalServer, embedding_lines, read_lines, wait_terminal, write_jsonl
 from batch_assets_tests.local.openapi_schemas import assert_conforms
@@ -76,7 +76,8 @@ class Recording(httpx2.BaseTransport):
 @pytest.fixture(params=["in_process", "http"])
 def recorded_client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[openai.OpenAI, Recording]]:
     # A short item delay keeps the second batch cancellable mid-way on a fast machine.
-    config = EngineConfig(state_dir=tmp_path / "state", worker_idle_seconds=3.0).with_faults(item_delay_seconds=0.05)
+    config = EngineConfig(state_dir=tmp_path / "state", worker_idle_seconds=3.0,
+                          faults=FaultConfig(item_delay_seconds=0.05))
     api = LocalBatchAPI(config)
     server = None
     if request.param == "in_process":

@@ -13,7 +13,8 @@ from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, COMPLETIONS_URL
 from batch_assets.local.endpoints import chat_completion_chunks, stream_options
 from batch_assets.local.errors import InvalidRequest
 from batch_assets.local.execute import answer_one, answer_usage, embed_many
-from batch_assets.local.models import FAKE_CHAT_MODEL_NAME, LocalModels
+from batch_assets.local.model_api import FAKE_CHAT_MODEL_NAME
+from batch_assets.local.models import LocalModels
 from batch_assets_tests.local.openapi_schemas import assert_conforms, schema_errors
 
 LABEL_FORMAT = {"type": "json_schema", "name": "sentiment", "strict": True,

@@ -12,19 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from batch_assets.local.models import (
+from batch_assets.local.model_api import (
     FAKE_CHAT_MODEL_NAME,
     FAKE_EMBEDDING_MODEL_NAME,
     LOCAL_CHAT_MODEL_NAME,
     LOCAL_EMBEDDING_MODEL_NAME,
     ChatOutput,
     EmbeddingOutput,
-    FakeChat,
-    FakeEmbedder,
-    LocalModels,
     LocalModelsUnavailable,
     package_file,
 )
+from batch_assets.local.models import FakeChat, FakeEmbedder, LocalModels
 
 LABELS = ["positive", "negative", "neutral"]
 SENTIMENT_FORMAT = {

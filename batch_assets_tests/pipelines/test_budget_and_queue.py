@@ -9,7 +9,7 @@ import pytest
 
 from batch_assets.batching.queue_limits import limit_for, parse_limits, tier_limits
 from batch_assets.batching.request_files import RequestFile
-from batch_assets.ledger.store import FileState, Ledger, NewFile, PlanKind
+from batch_assets.ledger.store import FileState, Ledger, NewFile, PlanKind, ledger_url
 from batch_assets.pipelines.budget import BudgetExceeded, OutputGuess, check_caps, estimate_plan
 from batch_assets.pipelines.queue import enqueued_tokens, fits, limit_key, reserve
 from batch_assets.pipelines.spec import BudgetPolicy
@@ -69,7 +69,7 @@ def test_tier_limits_and_overrides() -> None:
 
 def test_room_is_taken_by_files_being_created_or_running(tmp_path: Path) -> None:
     limits = {"gpt-4o-mini": 100}
-    with Ledger.at(tmp_path) as ledger:
+    with Ledger(ledger_url(tmp_path)) as ledger:
         plan = ledger.add_plan(pipeline="p", month="2024-03-01", attempt=1, kind=PlanKind.INITIAL,
                                endpoint="/v1/chat/completions", settings="{}", n_items=3, files=[
                                    NewFile(f"s{i}", f"f{i}", "/v1/chat/completions", "gpt-4o-mini-2024-07-18", 1, 60)

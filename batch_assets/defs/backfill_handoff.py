@@ -40,12 +40,11 @@ def collect_for(pipeline: str, month: str) -> str:
 
 def gate_is_configured(instance: dg.DagsterInstance) -> bool:
     """Whether the instance's run queue holds runs tagged as waiting for batches."""
-    try:
-        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
-    except AttributeError:  # no run queue (an ephemeral instance): runs start at once
+    queue = instance.get_concurrency_config().run_queue_config
+    if queue is None:  # no run queue (an ephemeral instance): runs start at once
         return False
     return any(limit.get("key") == GATE_TAG and limit.get("value") == GATE_HELD and limit.get("limit") == 0
-               for limit in limits or ())
+               for limit in queue.tag_concurrency_limits or ())
 
 
 def unfinished_collect_runs(instance: dg.DagsterInstance, pipeline: str, month: str) -> list[dg.DagsterRun]:

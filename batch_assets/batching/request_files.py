@@ -19,10 +19,11 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, TypeVar
 
 import orjson
 
@@ -36,9 +37,11 @@ from batch_assets.batching.protocol import (
     SUPPORTED_URLS,
 )
 from batch_assets.batching.requests import chat_body, custom_ids_for, embedding_body, responses_body
+from batch_assets.batching.templates import HOLE, BodyTemplate, Conversations, SplicedBody
 from batch_assets.batching.tokens import count_chat_tokens, count_responses_tokens, count_text_tokens
 
 _PREPARE_CHUNK: Final = 65_536
+_Chunk = TypeVar("_Chunk")
 _UNSAFE_NAME_CHARS: Final = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -90,10 +93,11 @@ class PreparedRequest:
     custom_id: str
     url: str
     model: str
-    body: dict[str, Any]
+    body: Mapping[str, Any]
     input_tokens: int
     n_inputs: int = 1
     item_id: str = ""  # the item the request answers (the builders set it; custom_id is derived from it)
+    body_json: bytes = b""  # the body already serialised (a template's builders); empty: serialise `body`
 
 
 @dataclass(frozen=True)
@@ -232,6 +236,7 @@ def _write(
     max_requests, max_bytes = limits.max_requests_per_file, limits.max_bytes_per_file
     max_inputs = limits.max_embedding_inputs_per_file
     budgets: dict[str, int | None] = {}
+    url_json: dict[str, bytes] = {}
     skipped: list[SkippedRequest] = []
     dumps = orjson.dumps
     sha256 = hashlib.sha256
@@ -241,20 +246,21 @@ def _write(
             if cid in seen:
                 raise ValueError(f"duplicate custom_id {cid!r}: every request needs its own id")
             seen.add(cid)
-            body = dumps(req.body)
+            body = req.body_json or dumps(req.body)
             body_sha = sha256(body).hexdigest()
             if keep is not None and not keep(req, body_sha):
                 skipped.append(SkippedRequest(cid, req.item_id, body_sha, req.input_tokens))
                 continue
             # The line is built around the body's bytes, so the body is serialised (and hashed) once.
-            line = b"".join((b'{"custom_id":', dumps(cid), b',"method":"POST","url":', dumps(req.url),
-                             b',"body":', body, b"}\n"))
             key = (req.url, req.model)
             w = writers.get(key)
             if w is None:
                 if req.url not in SUPPORTED_URLS:
                     raise ValueError(f"{cid}: unsupported endpoint {req.url!r}; supported: {SUPPORTED_URLS}")
                 budgets[req.model] = limits.token_budget(req.model)
+                url_json[req.url] = dumps(req.url)
+            line = b"".join((b'{"custom_id":', dumps(cid), b',"method":"POST","url":', url_json[req.url],
+                             b',"body":', body, b"}\n"))
             if req.body.get("model") != req.model:
                 raise ValueError(f"{cid}: body model {req.body.get('model')!r} differs from model {req.model!r}")
             budget = budgets[req.model]
@@ -328,6 +334,22 @@ def _check_lengths(ids: Sequence[str], values: Sequence[Any], what: str) -> None
         raise ValueError(f"got {len(ids)} ids but {len(values)} {what}")
 
 
+def _counted_chunks(n: int, chunk_at: Callable[[int], _Chunk], count: Callable[[_Chunk], list[int]]
+                    ) -> Iterator[tuple[int, _Chunk, list[int]]]:
+    """The n items in chunks (start, chunk, token counts). The next chunk is counted in a background thread while
+    the caller writes this one (tiktoken releases the GIL), so counting and writing overlap on two cores."""
+    with ThreadPoolExecutor(1, thread_name_prefix="count-ahead") as ahead:
+        pending: tuple[int, _Chunk, Future[list[int]]] | None = None
+        for start in range(0, n, _PREPARE_CHUNK):
+            chunk = chunk_at(start)
+            counting = ahead.submit(count, chunk)
+            if pending is not None:
+                yield pending[0], pending[1], pending[2].result()
+            pending = (start, chunk, counting)
+        if pending is not None:
+            yield pending[0], pending[1], pending[2].result()
+
+
 def prepare_embedding_requests(
     ids: Sequence[str],
     texts: Sequence[str],
@@ -350,18 +372,17 @@ def prepare_embedding_requests(
                 "drop or replace empty documents first"
             )
     custom_ids = custom_ids_for(ids, custom_id_prefix)
-    embedding_body(model, "x", dimensions)  # validates model and dimensions once
-    extra = {} if dimensions is None else {"dimensions": dimensions}
+    template = BodyTemplate(embedding_body(model, HOLE, dimensions))  # validates model and dimensions once
 
     def generate() -> Iterator[PreparedRequest]:
-        for start in range(0, len(texts), _PREPARE_CHUNK):
-            chunk = texts[start : start + _PREPARE_CHUNK]
-            counts = count_text_tokens(chunk, model, num_threads=num_threads)
+        for start, chunk, counts in _counted_chunks(
+                len(texts), lambda at: texts[at : at + _PREPARE_CHUNK],
+                lambda chunk: count_text_tokens(chunk, model, num_threads=num_threads)):
             for item_id, cid, text, tokens in zip(ids[start : start + _PREPARE_CHUNK],
                                                   custom_ids[start : start + _PREPARE_CHUNK], chunk, counts,
                                                   strict=True):
-                yield PreparedRequest(cid, EMBEDDINGS_URL, model, {"model": model, "input": text, **extra}, tokens, 1,
-                                      item_id)
+                yield PreparedRequest(cid, EMBEDDINGS_URL, model, SplicedBody(template, text), tokens, 1, item_id,
+                                      template.render(text))
 
     return generate()
 
@@ -378,21 +399,59 @@ def prepare_chat_requests(
     """Chat requests for ``(id, messages)`` rows; ``params`` go to :func:`chat_body`
     (max_tokens, max_completion_tokens, temperature, seed, response_format). Lazy like
     :func:`prepare_embedding_requests`; ids and custom ids are checked now, bodies as they are built.
+
+    Given :class:`~batch_assets.batching.templates.Conversations` (shared first messages, one user message per
+    item), the body is built, checked and serialised once and each request only adds its text: what the shipped
+    chat pipelines pass.
     """
     _check_lengths(ids, messages_list, "conversations")
     custom_ids = custom_ids_for(ids, custom_id_prefix)
+    if isinstance(messages_list, Conversations):
+        return _shared_head_chat_requests(ids, custom_ids, messages_list, model, num_threads, params)
     chat_body(model, [{"role": "user", "content": "x"}], **params)  # validates params once
 
     def generate() -> Iterator[PreparedRequest]:
-        for start in range(0, len(messages_list), _PREPARE_CHUNK):
-            chunk = messages_list[start : start + _PREPARE_CHUNK]
-            counts = count_chat_tokens(chunk, model, num_threads=num_threads,
-                                       response_format=params.get("response_format"), tools=params.get("tools"))
+        for start, chunk, counts in _counted_chunks(
+                len(messages_list), lambda at: messages_list[at : at + _PREPARE_CHUNK],
+                lambda chunk: count_chat_tokens(chunk, model, num_threads=num_threads,
+                                                response_format=params.get("response_format"),
+                                                tools=params.get("tools"))):
             for item_id, cid, messages, tokens in zip(ids[start : start + _PREPARE_CHUNK],
                                                       custom_ids[start : start + _PREPARE_CHUNK], chunk, counts,
                                                       strict=True):
                 yield PreparedRequest(cid, CHAT_COMPLETIONS_URL, model, chat_body(model, messages, **params), tokens, 1,
                                       item_id)
+
+    return generate()
+
+
+def _shared_head_chat_requests(ids: Sequence[str], custom_ids: Sequence[str], conversations: Conversations,
+                               model: str, num_threads: int | None, params: Mapping[str, Any]
+                               ) -> Iterator[PreparedRequest]:
+    """Chat requests whose conversations differ only in their last user message (see prepare_chat_requests)."""
+    last = {"role": "user", "content": HOLE}
+    template = BodyTemplate(chat_body(model, [*conversations.head, last], **params))  # checks head and params once
+    # Tokens of all but the user's text, by the same formula: the empty text has no tokens.
+    fixed = count_chat_tokens([[*conversations.head, {**last, "content": ""}]], model,
+                              response_format=params.get("response_format"), tools=params.get("tools"))[0]
+
+    def contents_at(start: int) -> list[str]:
+        contents = conversations[start : start + _PREPARE_CHUNK].user_contents()
+        for i, content in enumerate(contents):
+            if not isinstance(content, str):
+                raise ValueError(f"conversation {start + i}: the user message must be a str, got "
+                                 f"{type(content).__name__}")
+        return contents
+
+    def generate() -> Iterator[PreparedRequest]:
+        for start, contents, counts in _counted_chunks(
+                len(conversations), contents_at,
+                lambda chunk: count_text_tokens(chunk, model, num_threads=num_threads)):
+            for item_id, cid, content, tokens in zip(ids[start : start + _PREPARE_CHUNK],
+                                                     custom_ids[start : start + _PREPARE_CHUNK], contents, counts,
+                                                     strict=True):
+                yield PreparedRequest(cid, CHAT_COMPLETIONS_URL, model, SplicedBody(template, content),
+                                      fixed + tokens, 1, item_id, template.render(content))
 
     return generate()
 
@@ -415,18 +474,30 @@ def prepare_responses_requests(
     """
     _check_lengths(ids, inputs, "inputs")
     custom_ids = custom_ids_for(ids, custom_id_prefix)
-    responses_body(model, "x", instructions=instructions, **params)  # validates params once
+    # Checks params once; a text input is spliced into this body (a list of messages is built per request).
+    template = BodyTemplate(responses_body(model, HOLE, instructions=instructions, **params))
+    text_format = params.get("text_format")
+    # Tokens of all but the text, by the same formula: the empty text has no tokens.
+    fixed = count_responses_tokens([""], model, instructions=instructions, text_format=text_format)[0]
+
+    def count(chunk: Sequence[str | Sequence[Mapping[str, Any]]]) -> list[int]:
+        texts = [input_ for input_ in chunk if isinstance(input_, str) and input_]
+        if len(texts) == len(chunk):
+            return [fixed + n for n in count_text_tokens(texts, model, num_threads=num_threads)]
+        return count_responses_tokens(chunk, model, instructions=instructions, text_format=text_format,
+                                      num_threads=num_threads)
 
     def generate() -> Iterator[PreparedRequest]:
-        for start in range(0, len(inputs), _PREPARE_CHUNK):
-            chunk = inputs[start : start + _PREPARE_CHUNK]
-            counts = count_responses_tokens(chunk, model, instructions=instructions,
-                                            text_format=params.get("text_format"), num_threads=num_threads)
+        for start, chunk, counts in _counted_chunks(len(inputs), lambda at: inputs[at : at + _PREPARE_CHUNK], count):
             for item_id, cid, input_, tokens in zip(ids[start : start + _PREPARE_CHUNK],
                                                     custom_ids[start : start + _PREPARE_CHUNK], chunk, counts,
                                                     strict=True):
-                body = responses_body(model, input_, instructions=instructions, **params)
-                yield PreparedRequest(cid, RESPONSES_URL, model, body, tokens, 1, item_id)
+                if isinstance(input_, str) and input_:
+                    yield PreparedRequest(cid, RESPONSES_URL, model, SplicedBody(template, input_), tokens, 1,
+                                          item_id, template.render(input_))
+                else:
+                    body = responses_body(model, input_, instructions=instructions, **params)
+                    yield PreparedRequest(cid, RESPONSES_URL, model, body, tokens, 1, item_id)
 
     return generate()
 

@@ -15,6 +15,7 @@ import polars as pl
 from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL
 from batch_assets.batching.request_files import PreparedRequest, prepare_chat_requests, prepare_embedding_requests
 from batch_assets.batching.requests import json_schema_response_format, label_schema
+from batch_assets.batching.templates import Conversations
 from batch_assets.pipelines.spec import CheckOutcome, PipelineSettings, PipelineSpec, QualityCheck
 from batch_assets.warehouse import label_accuracy, read_table
 
@@ -72,10 +73,8 @@ SENTIMENT_PROMPT = (
 
 def _sentiment_requests(items: pl.DataFrame, settings: PipelineSettings) -> Iterator[PreparedRequest]:
     labels = settings.labels or SENTIMENT_LABELS
-    conversations = [
-        [{"role": "system", "content": settings.system_prompt}, {"role": "user", "content": f"Review: {text}"}]
-        for text in items["text"].to_list()
-    ]
+    conversations = Conversations(({"role": "system", "content": settings.system_prompt},), items["text"].to_list(),
+                                  user_prefix="Review: ")
     return prepare_chat_requests(
         items["item_id"].to_list(), conversations, settings.model, max_tokens=settings.max_tokens,
         temperature=settings.temperature, seed=settings.seed,
@@ -179,10 +178,8 @@ def metrics_prompt(row: dict[str, object]) -> str:
 
 
 def _report_requests(items: pl.DataFrame, settings: PipelineSettings) -> Iterator[PreparedRequest]:
-    conversations = [
-        [{"role": "system", "content": settings.system_prompt}, {"role": "user", "content": metrics_prompt(row)}]
-        for row in items.iter_rows(named=True)
-    ]
+    conversations = Conversations(({"role": "system", "content": settings.system_prompt},),
+                                  [metrics_prompt(row) for row in items.iter_rows(named=True)])
     return prepare_chat_requests(items["item_id"].to_list(), conversations, settings.model,
                                  max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed)
 

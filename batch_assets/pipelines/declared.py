@@ -32,6 +32,7 @@ from batch_assets.batching.requests import (
     json_schema_text_format,
     label_schema,
 )
+from batch_assets.batching.templates import Conversations
 from batch_assets.pipelines.declared_rules import (
     ANSWER_COLUMNS,
     SOURCE_ITEM_ID_COLUMNS,
@@ -184,9 +185,9 @@ class PipelineDeclaration(_Declaration):
             return prepare_embedding_requests(ids, texts, settings.model, dimensions=settings.dimensions)
         schema = self.structured_schema(settings)
         if self.endpoint == CHAT_COMPLETIONS_URL:
-            system = [{"role": "system", "content": settings.system_prompt}] if settings.system_prompt else []
+            system = ({"role": "system", "content": settings.system_prompt},) if settings.system_prompt else ()
             return prepare_chat_requests(
-                ids, [[*system, {"role": "user", "content": text}] for text in texts], settings.model,
+                ids, Conversations(system, texts), settings.model,
                 max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed,
                 response_format=json_schema_response_format(self.name, schema) if schema else None)
         if settings.seed is not None:

@@ -5,7 +5,7 @@ A fourth is one more `PipelineSpec` added to PIPELINES (see the README).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable
 from datetime import date
 
 import duckdb
@@ -27,7 +27,7 @@ def _succeeded(joined: pl.DataFrame) -> pl.DataFrame:
 
 
 # -- embeddings -------------------------------------------------------------------------------------
-def _embedding_requests(items: pl.DataFrame, settings: PipelineSettings) -> Iterator[PreparedRequest]:
+def _embedding_requests(items: pl.DataFrame, settings: PipelineSettings) -> Iterable[PreparedRequest]:
     return prepare_embedding_requests(items["item_id"].to_list(), items["text"].to_list(), settings.model,
                                       dimensions=settings.dimensions)
 
@@ -71,7 +71,7 @@ SENTIMENT_PROMPT = (
 )
 
 
-def _sentiment_requests(items: pl.DataFrame, settings: PipelineSettings) -> Iterator[PreparedRequest]:
+def _sentiment_requests(items: pl.DataFrame, settings: PipelineSettings) -> Iterable[PreparedRequest]:
     labels = settings.labels or SENTIMENT_LABELS
     conversations = Conversations(({"role": "system", "content": settings.system_prompt},), items["text"].to_list(),
                                   user_prefix="Review: ")
@@ -177,7 +177,7 @@ def metrics_prompt(row: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def _report_requests(items: pl.DataFrame, settings: PipelineSettings) -> Iterator[PreparedRequest]:
+def _report_requests(items: pl.DataFrame, settings: PipelineSettings) -> Iterable[PreparedRequest]:
     conversations = Conversations(({"role": "system", "content": settings.system_prompt},),
                                   [metrics_prompt(row) for row in items.iter_rows(named=True)])
     return prepare_chat_requests(items["item_id"].to_list(), conversations, settings.model,

@@ -12,7 +12,7 @@ a check's `function`): the escape hatch when a template and the column values ar
 from __future__ import annotations
 
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from datetime import date
 from typing import Any, Literal
 
@@ -178,7 +178,7 @@ class PipelineDeclaration(_Declaration):
             return label_schema(settings.labels)
         return self.answer_schema
 
-    def _build_requests(self, items: pl.DataFrame, settings: PipelineSettings) -> Iterator[PreparedRequest]:
+    def _build_requests(self, items: pl.DataFrame, settings: PipelineSettings) -> Iterable[PreparedRequest]:
         ids = items["item_id"].to_list()
         texts = items.select(self._input_text()).to_series().to_list()
         if self.endpoint == EMBEDDINGS_URL:

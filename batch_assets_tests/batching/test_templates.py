@@ -12,6 +12,7 @@ import pytest
 from batch_assets.batching.request_files import (
     BatchLimits,
     PreparedRequest,
+    plan_request_files,
     prepare_chat_requests,
     prepare_embedding_requests,
     prepare_responses_requests,
@@ -81,3 +82,36 @@ def test_a_template_has_exactly_one_hole() -> None:
         BodyTemplate({"a": HOLE, "b": HOLE})
     with pytest.raises(ValueError, match="exactly one"):
         BodyTemplate({"a": "x"})
+
+
+@pytest.mark.parametrize("limits", [
+    BatchLimits(max_requests_per_file=2), BatchLimits(max_bytes_per_file=1500),
+    BatchLimits(max_tokens_per_file=400), BatchLimits(max_embedding_inputs_per_file=3)])
+def test_chunks_are_written_as_the_same_files_as_one_request_at_a_time(tmp_path: Path, limits: BatchLimits) -> None:
+    texts = [f"{t} #{i}" for i in range(7) for t in TEXTS]
+    ids = [f"i{i}" for i in range(len(texts))]
+    answered = {ids[3]}
+    for name, requests in (
+            ("chat", prepare_chat_requests(ids, Conversations(({"role": "system", "content": "Be brief."},), texts),
+                                           "gpt-4o-mini", max_tokens=9)),
+            ("emb", prepare_embedding_requests(ids, texts, "text-embedding-3-small"))):
+        chunked = plan_request_files(requests, tmp_path / name / "chunked", limits=limits, file_stem="p",
+                                     keep=lambda item_id, _sha: item_id not in answered)
+        one_by_one = plan_request_files(list(requests), tmp_path / name / "rows", limits=limits, file_stem="p",
+                                        keep=lambda item_id, _sha: item_id not in answered)
+        assert len(chunked.files) > 1 or (name, limits.max_embedding_inputs_per_file) == ("chat", 3)  # embeddings only
+        assert [s.item_id for s in chunked.skipped] == [s.item_id for s in one_by_one.skipped] == [ids[3]]
+        for a, b in zip(chunked.files, one_by_one.files, strict=True):
+            assert a.path.name == b.path.name and a.path.read_bytes() == b.path.read_bytes()
+            assert (a.custom_ids, a.item_ids, a.body_sha256s, a.request_tokens, a.n_bytes, a.input_tokens,
+                    a.n_inputs, a.max_output_tokens) == (b.custom_ids, b.item_ids, b.body_sha256s, b.request_tokens,
+                                                         b.n_bytes, b.input_tokens, b.n_inputs, b.max_output_tokens)
+
+
+def test_chunks_refuse_duplicate_ids_and_oversized_requests(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="duplicate custom_id"):
+        write_request_files(prepare_embedding_requests(["a", "b", "a"], ["x", "y", "z"], "text-embedding-3-small"),
+                            tmp_path, limits=BatchLimits(), file_stem="d")
+    with pytest.raises(ValueError, match="over the per-file limit"):
+        write_request_files(prepare_embedding_requests(["a"], ["x" * 500], "text-embedding-3-small"),
+                            tmp_path, limits=BatchLimits(max_bytes_per_file=300), file_stem="d")

@@ -72,6 +72,7 @@ def peak_rss_bytes() -> int:
 @dataclass(frozen=True)
 class Measured:
     seconds: float
+    cpu_seconds: float  # user + system, every thread of the process: less sensitive to other load than seconds
     peak_rss: int  # bytes, the whole process
     base_rss: int  # bytes, before the timed code ran (interpreter, libraries and the input)
     extra: dict[str, float]
@@ -84,10 +85,11 @@ class Measured:
 def report(run: Callable[[], dict[str, float] | None]) -> None:
     """In a case subprocess: run the timed code and print what it took as JSON (the last stdout line)."""
     base = rss_bytes()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     extra = run() or {}
-    seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "peak_rss": peak_rss_bytes(), "base_rss": base, "extra": extra}))
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss": peak_rss_bytes(), "base_rss": base,
+                      "extra": extra}))
 
 
 def measure(script: Path, args: list[str]) -> Measured:
@@ -96,7 +98,7 @@ def measure(script: Path, args: list[str]) -> Measured:
     if done.returncode != 0:
         raise RuntimeError(f"{script.name} {' '.join(args)} failed:\n{done.stderr[-3000:]}")
     values = json.loads(done.stdout.strip().splitlines()[-1])
-    return Measured(values["seconds"], values["peak_rss"], values["base_rss"], values["extra"])
+    return Measured(values["seconds"], values["cpu_seconds"], values["peak_rss"], values["base_rss"], values["extra"])
 
 
 def machine() -> str:

@@ -165,7 +165,7 @@ class _Writer:
     def __init__(self, path: Path, url: str, model: str, *, content_addressed: bool = False, stem: str = "") -> None:
         self.path = path
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(self):x}.tmp")
-        self.fh: BinaryIO = open(self.tmp, "wb", buffering=0)  # closed in finish() or discard()
+        self.fh: BinaryIO = open(self.tmp, "wb")  # closed in finish() or discard()
         self.pending = bytearray()
         self.url, self.model = url, model
         self.n_requests = self.n_bytes = self.tokens = self.n_inputs = 0
@@ -180,11 +180,17 @@ class _Writer:
     def add_rows(self, lines: list[bytes], ids: list[str], item_ids: Sequence[str], body_shas: list[str],
                  tokens: Sequence[int], n_bytes: int, n_inputs: int, output_tokens_cap: int | None) -> None:
         """Appends request lines (and what the file records of them); ``output_tokens_cap`` is their summed cap."""
-        # Lines gather in a buffer hashed and written a megabyte at a time: hashlib releases the GIL only for
-        # large updates, so this overlaps with token counting in other threads, and costs one call per MB.
-        self.pending += b"".join(lines) if len(lines) > 1 else lines[0]
-        if len(self.pending) >= _FLUSH_BYTES:
+        # Lines are hashed and written a megabyte or more at a time: hashlib releases the GIL only for large
+        # updates, so this overlaps with token counting in other threads, and costs one call per MB.
+        if len(lines) == 1:
+            self.pending += lines[0]
+            if len(self.pending) >= _FLUSH_BYTES:
+                self._flush()
+        else:
             self._flush()
+            data = b"".join(lines)
+            self.digest.update(data)
+            self.fh.write(data)
         self.n_requests += len(lines)
         self.n_bytes += n_bytes
         self.tokens += sum(tokens)
@@ -355,9 +361,11 @@ class _FileSet:
         self.seen |= unique
         if template.body.get("model") != model:
             raise ValueError(f"{cids[0]}: body model {template.body.get('model')!r} differs from model {model!r}")
-        render, sha256 = template.render, hashlib.sha256
-        bodies = [render(value) for value in chunk.values]
-        shas = [sha256(body).hexdigest() for body in bodies]
+        # Each line is built from the template's pieces in one join, and the body hashed from the prefix's state:
+        # no body is materialised on its own (the bytes are the same).
+        dumps, body_sha = orjson.dumps, template.sha256_hex
+        value_jsons = [dumps(value) for value in chunk.values]
+        shas = [body_sha(value_json) for value_json in value_jsons]
         if self.keep is not None:
             kept = [i for i, (item_id, sha) in enumerate(zip(item_ids, shas, strict=True)) if self.keep(item_id, sha)]
             if len(kept) < len(cids):
@@ -366,13 +374,15 @@ class _FileSet:
                                  for i in range(len(cids)) if i not in kept_set]
                 cids, item_ids, tokens = [cids[i] for i in kept], [item_ids[i] for i in kept], \
                     [tokens[i] for i in kept]
-                bodies, shas = [bodies[i] for i in kept], [shas[i] for i in kept]
+                value_jsons, shas = [value_jsons[i] for i in kept], [shas[i] for i in kept]
             if not cids:
                 return
         w = self._writer(cids[0], url, model)
-        dumps, head = orjson.dumps, b',"method":"POST","url":' + self.url_json[url] + b',"body":'
-        lines = [b"".join((b'{"custom_id":', dumps(cid), head, body, b"}\n")) for cid, body in zip(
-            cids, bodies, strict=True)]
+        head = b',"method":"POST","url":' + self.url_json[url] + b',"body":' + template.prefix
+        tail = template.suffix + b"}\n"
+        lines = [b"".join((b'{"custom_id":', dumps(cid), head, value_json, tail)) for cid, value_json in zip(
+            cids, value_jsons, strict=True)]
+        del value_jsons
         budget = self.budgets[model]
         limits = self.limits
         max_requests, max_bytes, max_inputs = (limits.max_requests_per_file, limits.max_bytes_per_file,

@@ -10,6 +10,7 @@ messages, then one user message per item" without building a list of messages pe
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, overload
@@ -24,7 +25,7 @@ _HOLE_JSON: Final = orjson.dumps(HOLE)
 class BodyTemplate:
     """A body with :data:`HOLE` in exactly one string value; :meth:`render` fills it."""
 
-    __slots__ = ("body", "prefix", "shared", "suffix")
+    __slots__ = ("body", "prefix", "prefix_sha256", "shared", "suffix")
 
     def __init__(self, body: Mapping[str, Any]) -> None:
         serialised = orjson.dumps(body)
@@ -32,12 +33,20 @@ class BodyTemplate:
             raise ValueError("a body template needs the hole in exactly one string value")
         self.body = body
         self.prefix, self.suffix = serialised.split(_HOLE_JSON)
+        self.prefix_sha256 = hashlib.sha256(self.prefix)  # copied per request: the prefix is hashed once
         # Top-level values every request shares (model, caps...): read per request without building anything.
         self.shared = {key: value for key, value in body.items() if not _holds_hole(value)}
 
     def render(self, value: str) -> bytes:
         """The body's JSON with ``value`` in the hole."""
         return b"".join((self.prefix, orjson.dumps(value), self.suffix))
+
+    def sha256_hex(self, value_json: bytes) -> str:
+        """The sha256 of the body with ``value_json`` (``orjson.dumps`` of the value) in the hole."""
+        digest = self.prefix_sha256.copy()
+        digest.update(value_json)
+        digest.update(self.suffix)
+        return digest.hexdigest()
 
     def materialize(self, value: str) -> dict[str, Any]:
         """The body as a dict with ``value`` in the hole (for readers of a request; writers use :meth:`render`)."""

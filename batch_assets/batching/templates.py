@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Final, overload
 
 import orjson
+import polars as pl
 
 # Stands for the per-request string while the template is built; never in a request (a NUL is escaped by JSON).
 HOLE: Final = "\x00batch_assets:hole\x00"
@@ -108,7 +109,7 @@ class Conversations(Sequence[list[dict[str, Any]]]):
     message per item: ``user_prefix + user_texts[i]``. Indexing builds one conversation; slicing stays lazy."""
 
     head: tuple[Mapping[str, Any], ...]
-    user_texts: Sequence[str]
+    user_texts: Sequence[str] | pl.Series  # a Series stays in Arrow memory: only a chunk at a time becomes str
     user_prefix: str = ""
 
     def __len__(self) -> int:
@@ -123,12 +124,15 @@ class Conversations(Sequence[list[dict[str, Any]]]):
     def __getitem__(self, index: int | slice) -> list[dict[str, Any]] | Conversations:
         if isinstance(index, slice):
             return Conversations(self.head, self.user_texts[index], self.user_prefix)
-        return [*(dict(m) for m in self.head), {"role": "user", "content": self.user_prefix + self.user_texts[index]}]
+        text = self.user_texts[index]
+        return [*(dict(m) for m in self.head), {"role": "user", "content": self.user_prefix + text}]
 
     def user_contents(self) -> list[str]:
         """Each conversation's last (user) message."""
-        prefix = self.user_prefix
-        return [prefix + text for text in self.user_texts] if prefix else list(self.user_texts)
+        prefix, texts = self.user_prefix, self.user_texts
+        if isinstance(texts, pl.Series):
+            return (prefix + texts if prefix else texts).to_list()
+        return [prefix + text for text in texts] if prefix else list(texts)
 
 
 __all__ = ["HOLE", "BodyTemplate", "Conversations", "SplicedBody"]

@@ -73,7 +73,7 @@ SENTIMENT_PROMPT = (
 
 def _sentiment_requests(items: pl.DataFrame, settings: PipelineSettings) -> Iterable[PreparedRequest]:
     labels = settings.labels or SENTIMENT_LABELS
-    conversations = Conversations(({"role": "system", "content": settings.system_prompt},), items["text"].to_list(),
+    conversations = Conversations(({"role": "system", "content": settings.system_prompt},), items["text"],
                                   user_prefix="Review: ")
     return prepare_chat_requests(
         items["item_id"].to_list(), conversations, settings.model, max_tokens=settings.max_tokens,

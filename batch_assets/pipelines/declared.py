@@ -180,16 +180,18 @@ class PipelineDeclaration(_Declaration):
 
     def _build_requests(self, items: pl.DataFrame, settings: PipelineSettings) -> Iterable[PreparedRequest]:
         ids = items["item_id"].to_list()
-        texts = items.select(self._input_text()).to_series().to_list()
+        text_column = items.select(self._input_text()).to_series()
+        if self.endpoint == CHAT_COMPLETIONS_URL:  # the texts stay in Arrow memory until their chunk is written
+            schema = self.structured_schema(settings)
+            system = ({"role": "system", "content": settings.system_prompt},) if settings.system_prompt else ()
+            return prepare_chat_requests(
+                ids, Conversations(system, text_column), settings.model,
+                max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed,
+                response_format=json_schema_response_format(self.name, schema) if schema else None)
+        texts = text_column.to_list()
         if self.endpoint == EMBEDDINGS_URL:
             return prepare_embedding_requests(ids, texts, settings.model, dimensions=settings.dimensions)
         schema = self.structured_schema(settings)
-        if self.endpoint == CHAT_COMPLETIONS_URL:
-            system = ({"role": "system", "content": settings.system_prompt},) if settings.system_prompt else ()
-            return prepare_chat_requests(
-                ids, Conversations(system, texts), settings.model,
-                max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed,
-                response_format=json_schema_response_format(self.name, schema) if schema else None)
         if settings.seed is not None:
             raise ValueError(f"{self.name}: the Responses API takes no seed; leave seed unset in the run config")
         return prepare_responses_requests(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import polars as pl
 import pytest
 
 from batch_assets.batching.request_files import (
@@ -47,6 +48,9 @@ def test_conversations_are_the_built_conversations(tmp_path: Path) -> None:
     assert [r.input_tokens for r in lazy] == [r.input_tokens for r in built]
     assert [r.body for r in lazy] == [r.body for r in built]
     assert _file_bytes(lazy, tmp_path / "lazy") == _file_bytes(built, tmp_path / "built")
+    from_series = prepare_chat_requests([*IDS, "e"], Conversations(head, pl.Series([*TEXTS, ""]), "Review: "),
+                                        "gpt-4o-mini", **params)
+    assert _file_bytes(list(from_series), tmp_path / "series") == _file_bytes(built, tmp_path / "built2")
     assert Conversations(head, TEXTS)[1] == [dict(head[0]), {"role": "user", "content": TEXTS[1]}]
 
 

@@ -15,6 +15,7 @@ requests that need no new answer.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -43,6 +44,7 @@ from batch_assets.batching.tokens import count_chat_tokens, count_responses_toke
 _PREPARE_CHUNK: Final = 65_536
 _Chunk = TypeVar("_Chunk")
 _FLUSH_BYTES: Final = 1 << 20
+_LINES_AT_ONCE: Final = 4096
 _UNSAFE_NAME_CHARS: Final = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -346,7 +348,15 @@ class _FileSet:
 
     def add_chunk(self, chunk: TemplateChunk) -> None:
         """Many requests of one template at once: the same files, bytes and checks as adding them one by one,
-        with the per-request work done in bulk."""
+        with the per-request work done in bulk, a few thousand lines at a time (their buffers are reused, so
+        memory stays flat however big the month)."""
+        for start in range(0, len(chunk.custom_ids), _LINES_AT_ONCE):
+            end = start + _LINES_AT_ONCE
+            self._add_template_rows(dataclasses.replace(
+                chunk, custom_ids=chunk.custom_ids[start:end], item_ids=chunk.item_ids[start:end],
+                values=chunk.values[start:end], input_tokens=chunk.input_tokens[start:end]))
+
+    def _add_template_rows(self, chunk: TemplateChunk) -> None:
         url, model, template = chunk.url, chunk.model, chunk.template
         cids, item_ids, tokens = chunk.custom_ids, chunk.item_ids, chunk.input_tokens
         if not cids:

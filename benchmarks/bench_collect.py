@@ -128,7 +128,7 @@ def run_ours(spec: PipelineSpec, state: Path) -> None:
             declaration = spec.output_table_declaration()
             con = warehouse.connect(state / "warehouse.duckdb", tables=[declaration] if declaration else [])
             try:
-                source = warehouse.read_table(con, spec.source, MONTH)
+                source = warehouse.read_table(con, spec.source, MONTH, columns=[spec.item_id_column])
                 collected = collect_month(client, ledger, con, spec.name, MONTH, work_dir=state / "downloads",
                                           results_dir=state / "results", requests_dir=state / "requests",
                                           source_item_ids=source[spec.item_id_column])

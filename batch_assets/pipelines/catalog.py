@@ -97,10 +97,12 @@ def parse_label(content: str | None, labels: tuple[str, ...]) -> str | None:
 def _label_rows(joined: pl.DataFrame, settings: PipelineSettings) -> pl.DataFrame:
     labels = settings.labels or SENTIMENT_LABELS
     done = _succeeded(joined)
+    # A comprehension, not map_elements: polars calls back into Python per row either way, this costs less.
+    parsed = pl.Series("label", [parse_label(c, labels) for c in done["content"].to_list()], dtype=pl.String)
     return done.select(
         pl.col("item_id").alias("document_id"),
         pl.col("response_model").alias("model"),
-        pl.col("content").map_elements(lambda c: parse_label(c, labels), return_dtype=pl.String).alias("label"),
+        parsed,
         pl.col("label").alias("gold_label"),
         pl.col("content").alias("raw_content"),
         "batch_id", "attempt",

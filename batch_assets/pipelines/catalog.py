@@ -12,8 +12,9 @@ import duckdb
 import orjson
 import polars as pl
 
+from batch_assets.batching.prepare import prepare_chat_requests, prepare_embedding_requests
 from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL
-from batch_assets.batching.request_files import PreparedRequest, prepare_chat_requests, prepare_embedding_requests
+from batch_assets.batching.request_files import PreparedRequest
 from batch_assets.batching.requests import json_schema_response_format, label_schema
 from batch_assets.batching.templates import Conversations
 from batch_assets.pipelines.spec import CheckOutcome, PipelineSettings, PipelineSpec, QualityCheck

@@ -20,13 +20,9 @@ import duckdb
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from batch_assets.batching.prepare import prepare_chat_requests, prepare_embedding_requests, prepare_responses_requests
 from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL
-from batch_assets.batching.request_files import (
-    PreparedRequest,
-    prepare_chat_requests,
-    prepare_embedding_requests,
-    prepare_responses_requests,
-)
+from batch_assets.batching.request_files import PreparedRequest
 from batch_assets.batching.requests import (
     json_schema_response_format,
     json_schema_text_format,

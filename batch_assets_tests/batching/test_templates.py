@@ -10,15 +10,8 @@ import orjson
 import polars as pl
 import pytest
 
-from batch_assets.batching.request_files import (
-    BatchLimits,
-    PreparedRequest,
-    plan_request_files,
-    prepare_chat_requests,
-    prepare_embedding_requests,
-    prepare_responses_requests,
-    write_request_files,
-)
+from batch_assets.batching.prepare import prepare_chat_requests, prepare_embedding_requests, prepare_responses_requests
+from batch_assets.batching.request_files import BatchLimits, PreparedRequest, plan_request_files, write_request_files
 from batch_assets.batching.requests import (
     json_schema_response_format,
     json_schema_text_format,

@@ -11,11 +11,13 @@ from __future__ import annotations
 import builtins
 import os
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import openai
+import orjson
 from openai.types import Batch, FileObject
 
 from batch_assets.batching.protocol import (
@@ -30,6 +32,7 @@ __all__ = [
     "DEFAULT_MAX_RETRIES",
     "MISSING_KEY_MESSAGE",
     "BatchClient",
+    "BatchPage",
     "MissingApiKeyError",
     "openai_client_from_env",
     "validate_metadata",
@@ -113,6 +116,15 @@ def validate_metadata(metadata: Mapping[str, str] | None) -> dict[str, str] | No
     return dict(metadata)
 
 
+@dataclass(frozen=True)
+class BatchPage:
+    """One page of the batch list: every id on it, in order, and the batches that were asked for."""
+
+    ids: builtins.list[str]
+    has_more: bool | None
+    batches: builtins.list[Batch]
+
+
 class BatchClient:
     """Files + Batches operations over one ``openai.OpenAI`` client (OpenAI or any compatible endpoint)."""
 
@@ -170,6 +182,22 @@ class BatchClient:
 
     def retrieve(self, batch_id: str) -> Batch:
         return self._client.batches.retrieve(batch_id)
+
+    def list_page(self, *, limit: int = 100, after: str | None = None,
+                  only: Container[str] | None = None) -> BatchPage:
+        """One page of batches, newest first, starting right after the batch ``after`` (one API call).
+
+        With ``only``, just those batches are built as SDK objects (the page's ids are all listed): building
+        a hundred pydantic ``Batch`` objects per page costs more than the call when most belong to others.
+        """
+        kwargs: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            kwargs["after"] = after
+        raw = self._client.batches.with_raw_response.list(**kwargs)
+        page = orjson.loads(raw.http_response.read())
+        rows = page.get("data") or []
+        return BatchPage(ids=[row["id"] for row in rows], has_more=page.get("has_more"),
+                         batches=[Batch.model_validate(row) for row in rows if only is None or row["id"] in only])
 
     def list(self, *, limit: int = 100, after: str | None = None) -> Iterator[Batch]:
         """Every batch, newest first, fetching further pages (``after=<last id>``) as it is iterated."""

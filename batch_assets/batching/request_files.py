@@ -11,10 +11,14 @@ wrote is removed, so a failed call leaves no half-set of files behind.
 the sha256 of their bytes, never rewritten: an identical file is already there), every request's body is
 hashed (the body's identity for "has this item already been answered?"), and a ``keep`` predicate leaves out
 requests that need no new answer.
+
+The builders that make the requests are in :mod:`batch_assets.batching.prepare`; requests of one body template
+arrive as :class:`TemplateChunk` columns and are written in bulk (the same files and bytes).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -27,18 +31,16 @@ from typing import Any, BinaryIO, Final
 import orjson
 
 from batch_assets.batching.protocol import (
-    CHAT_COMPLETIONS_URL,
     EMBEDDINGS_URL,
     MAX_EMBEDDING_INPUTS_PER_BATCH,
     MAX_FILE_BYTES,
     MAX_REQUESTS_PER_FILE,
-    RESPONSES_URL,
     SUPPORTED_URLS,
 )
-from batch_assets.batching.requests import chat_body, custom_ids_for, embedding_body, responses_body
-from batch_assets.batching.tokens import count_chat_tokens, count_responses_tokens, count_text_tokens
+from batch_assets.batching.templates import BodyTemplate, SplicedBody
 
-_PREPARE_CHUNK: Final = 65_536
+_FLUSH_BYTES: Final = 1 << 20
+_LINES_AT_ONCE: Final = 4096
 _UNSAFE_NAME_CHARS: Final = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -90,10 +92,11 @@ class PreparedRequest:
     custom_id: str
     url: str
     model: str
-    body: dict[str, Any]
+    body: Mapping[str, Any]
     input_tokens: int
     n_inputs: int = 1
     item_id: str = ""  # the item the request answers (the builders set it; custom_id is derived from it)
+    body_json: bytes = b""  # the body already serialised (a template's builders); empty: serialise `body`
 
 
 @dataclass(frozen=True)
@@ -131,8 +134,8 @@ class PlannedFiles:
     skipped: list[SkippedRequest]
 
 
-# A request's body -> does it still need an answer? (given the request and its body's sha256)
-KeepRequest = Callable[[PreparedRequest, str], bool]
+# Does a request still need an answer? (given its item_id and its body's sha256)
+KeepRequest = Callable[[str, str], bool]
 _OUTPUT_CAP_KEYS: Final = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
 
@@ -154,12 +157,14 @@ def sanitize_model_name(model: str) -> str:
 
 class _Writer:
     __slots__ = ("path", "tmp", "fh", "url", "model", "n_requests", "n_bytes", "tokens", "n_inputs", "ids",
-                 "item_ids", "body_shas", "digest", "content_addressed", "output_cap", "stem", "request_tokens")
+                 "item_ids", "body_shas", "digest", "content_addressed", "output_cap", "stem", "request_tokens",
+                 "pending")
 
     def __init__(self, path: Path, url: str, model: str, *, content_addressed: bool = False, stem: str = "") -> None:
         self.path = path
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(self):x}.tmp")
-        self.fh: BinaryIO = open(self.tmp, "wb", buffering=1 << 20)  # closed in finish() or discard()
+        self.fh: BinaryIO = open(self.tmp, "wb")  # closed in finish() or discard()
+        self.pending = bytearray()
         self.url, self.model = url, model
         self.n_requests = self.n_bytes = self.tokens = self.n_inputs = 0
         self.ids: list[str] = []
@@ -170,11 +175,38 @@ class _Writer:
         self.content_addressed, self.stem = content_addressed, stem
         self.output_cap: int | None = 0
 
-    def write(self, line: bytes) -> None:
-        self.fh.write(line)
-        self.digest.update(line)
+    def add_rows(self, lines: list[bytes], ids: list[str], item_ids: Sequence[str], body_shas: list[str],
+                 tokens: Sequence[int], n_bytes: int, n_inputs: int, output_tokens_cap: int | None) -> None:
+        """Appends request lines (and what the file records of them); ``output_tokens_cap`` is their summed cap."""
+        # Lines are hashed and written a megabyte or more at a time: hashlib releases the GIL only for large
+        # updates, so this overlaps with token counting in other threads, and costs one call per MB.
+        if len(lines) == 1:
+            self.pending += lines[0]
+            if len(self.pending) >= _FLUSH_BYTES:
+                self._flush()
+        else:
+            self._flush()
+            data = b"".join(lines)
+            self.digest.update(data)
+            self.fh.write(data)
+        self.n_requests += len(lines)
+        self.n_bytes += n_bytes
+        self.tokens += sum(tokens)
+        self.n_inputs += n_inputs
+        self.ids += ids
+        self.item_ids += item_ids
+        self.body_shas += body_shas
+        self.request_tokens += tokens
+        if self.output_cap is not None:
+            self.output_cap = None if output_tokens_cap is None else self.output_cap + output_tokens_cap
+
+    def _flush(self) -> None:
+        self.digest.update(self.pending)
+        self.fh.write(self.pending)
+        self.pending.clear()
 
     def finish(self) -> RequestFile:
+        self._flush()
         self.fh.close()
         sha = self.digest.hexdigest()
         if self.content_addressed:
@@ -213,7 +245,7 @@ def plan_request_files(
 ) -> PlannedFiles:
     """Like :func:`write_request_files`, for the ledger: files named ``{file_stem}-{model}-{sha256}.jsonl``
     (content-addressed: an identical file already there is left as it is), per-request body hashes, and
-    requests for which ``keep(request, body_sha256)`` is False left out and returned as ``skipped``."""
+    requests for which ``keep(item_id, body_sha256)`` is False left out and returned as ``skipped``."""
     return _write(requests, out_dir, limits=limits, file_stem=file_stem, keep=keep, content_addressed=True)
 
 
@@ -225,78 +257,181 @@ def _write(
         raise ValueError(f"file_stem {file_stem!r} must be non-empty and use only [A-Za-z0-9._-]")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    writers: dict[tuple[str, str], _Writer] = {}
-    next_index: dict[str, int] = {}
-    done: list[RequestFile] = []
-    seen: set[str] = set()
-    max_requests, max_bytes = limits.max_requests_per_file, limits.max_bytes_per_file
-    max_inputs = limits.max_embedding_inputs_per_file
-    budgets: dict[str, int | None] = {}
-    skipped: list[SkippedRequest] = []
-    dumps = orjson.dumps
-    sha256 = hashlib.sha256
+    files = _FileSet(out_dir, limits, file_stem, keep, content_addressed)
     try:
-        for req in requests:
-            cid = req.custom_id
-            if cid in seen:
-                raise ValueError(f"duplicate custom_id {cid!r}: every request needs its own id")
-            seen.add(cid)
-            body = dumps(req.body)
-            body_sha = sha256(body).hexdigest()
-            if keep is not None and not keep(req, body_sha):
-                skipped.append(SkippedRequest(cid, req.item_id, body_sha, req.input_tokens))
-                continue
-            # The line is built around the body's bytes, so the body is serialised (and hashed) once.
-            line = b"".join((b'{"custom_id":', dumps(cid), b',"method":"POST","url":', dumps(req.url),
-                             b',"body":', body, b"}\n"))
-            key = (req.url, req.model)
-            w = writers.get(key)
-            if w is None:
-                if req.url not in SUPPORTED_URLS:
-                    raise ValueError(f"{cid}: unsupported endpoint {req.url!r}; supported: {SUPPORTED_URLS}")
-                budgets[req.model] = limits.token_budget(req.model)
-            if req.body.get("model") != req.model:
-                raise ValueError(f"{cid}: body model {req.body.get('model')!r} differs from model {req.model!r}")
-            budget = budgets[req.model]
-            n, tokens = len(line), req.input_tokens
-            inputs = req.n_inputs if req.url == EMBEDDINGS_URL else 0  # the inputs limit is embeddings-only
-            if w is None or (
-                w.n_requests >= max_requests
-                or w.n_bytes + n > max_bytes
-                or (budget is not None and w.tokens + tokens > budget)
-                or w.n_inputs + inputs > max_inputs
-            ):
-                _check_fits(req, n, budget, inputs, limits)
-                if w is not None:
-                    done.append(w.finish())
-                index = next_index.get(safe := sanitize_model_name(req.model), 0)
-                next_index[safe] = index + 1
-                w = writers[key] = _Writer(out_dir / f"{file_stem}-{safe}-{index:03d}.jsonl", req.url, req.model,
-                                           content_addressed=content_addressed, stem=f"{file_stem}-{safe}")
-            w.write(line)
-            w.n_requests += 1
-            w.n_bytes += n
-            w.tokens += tokens
-            w.n_inputs += inputs
-            w.ids.append(cid)
-            w.item_ids.append(req.item_id)
-            w.body_shas.append(body_sha)
-            w.request_tokens.append(tokens)
-            if w.output_cap is not None:
-                cap = output_cap(req.url, req.body)
-                w.output_cap = None if cap is None else w.output_cap + cap
-        for w in writers.values():
-            done.append(w.finish())
-        writers.clear()
-        done.sort(key=_file_order)
+        if isinstance(requests, ChunkedRequests):
+            for part in requests.chunks():
+                if isinstance(part, TemplateChunk):
+                    files.add_chunk(part)
+                else:
+                    for req in part:
+                        files.add(req)
+        else:
+            for req in requests:
+                files.add(req)
+        return PlannedFiles(files.finish(), files.skipped)
     except BaseException:
-        for w in writers.values():
-            w.discard()
-        if not content_addressed:  # content-addressed files may be shared with an earlier plan: keep them
-            for f in done:
-                f.path.unlink(missing_ok=True)
+        files.discard()
         raise
-    return PlannedFiles(done, skipped)
+
+
+class _FileSet:
+    """The files one call writes: one open writer per (url, model), rolled over before a line breaks a limit."""
+
+    def __init__(self, out_dir: Path, limits: BatchLimits, file_stem: str, keep: KeepRequest | None,
+                 content_addressed: bool) -> None:
+        self.out_dir, self.limits, self.file_stem = out_dir, limits, file_stem
+        self.keep, self.content_addressed = keep, content_addressed
+        self.writers: dict[tuple[str, str], _Writer] = {}
+        self.next_index: dict[str, int] = {}
+        self.done: list[RequestFile] = []
+        self.seen: set[str] = set()
+        self.budgets: dict[str, int | None] = {}
+        self.url_json: dict[str, bytes] = {}
+        self.skipped: list[SkippedRequest] = []
+
+    def _writer(self, cid: str, url: str, model: str) -> _Writer | None:
+        w = self.writers.get((url, model))
+        if w is None and url not in self.url_json:
+            if url not in SUPPORTED_URLS:
+                raise ValueError(f"{cid}: unsupported endpoint {url!r}; supported: {SUPPORTED_URLS}")
+            self.url_json[url] = orjson.dumps(url)
+        if w is None and model not in self.budgets:
+            self.budgets[model] = self.limits.token_budget(model)
+        return w
+
+    def _next_writer(self, req: PreparedRequest, n_bytes: int, inputs: int) -> _Writer:
+        """A new file for ``req`` (which does not fit the current one), after checking it fits a file at all."""
+        _check_fits(req, n_bytes, self.budgets[req.model], inputs, self.limits)
+        current = self.writers.get((req.url, req.model))
+        if current is not None:
+            self.done.append(current.finish())
+        index = self.next_index.get(safe := sanitize_model_name(req.model), 0)
+        self.next_index[safe] = index + 1
+        w = self.writers[(req.url, req.model)] = _Writer(
+            self.out_dir / f"{self.file_stem}-{safe}-{index:03d}.jsonl", req.url, req.model,
+            content_addressed=self.content_addressed, stem=f"{self.file_stem}-{safe}")
+        return w
+
+    def add(self, req: PreparedRequest) -> None:
+        cid = req.custom_id
+        if cid in self.seen:
+            raise ValueError(f"duplicate custom_id {cid!r}: every request needs its own id")
+        self.seen.add(cid)
+        body = req.body_json or orjson.dumps(req.body)
+        body_sha = hashlib.sha256(body).hexdigest()
+        if self.keep is not None and not self.keep(req.item_id, body_sha):
+            self.skipped.append(SkippedRequest(cid, req.item_id, body_sha, req.input_tokens))
+            return
+        w = self._writer(cid, req.url, req.model)
+        # The line is built around the body's bytes, so the body is serialised (and hashed) once.
+        line = b"".join((b'{"custom_id":', orjson.dumps(cid), b',"method":"POST","url":', self.url_json[req.url],
+                         b',"body":', body, b"}\n"))
+        if req.body.get("model") != req.model:
+            raise ValueError(f"{cid}: body model {req.body.get('model')!r} differs from model {req.model!r}")
+        budget = self.budgets[req.model]
+        n, tokens = len(line), req.input_tokens
+        inputs = req.n_inputs if req.url == EMBEDDINGS_URL else 0  # the inputs limit is embeddings-only
+        limits = self.limits
+        if w is None or (
+            w.n_requests >= limits.max_requests_per_file
+            or w.n_bytes + n > limits.max_bytes_per_file
+            or (budget is not None and w.tokens + tokens > budget)
+            or w.n_inputs + inputs > limits.max_embedding_inputs_per_file
+        ):
+            w = self._next_writer(req, n, inputs)
+        w.add_rows([line], [cid], [req.item_id], [body_sha], [tokens], n, inputs, output_cap(req.url, req.body))
+
+    def add_chunk(self, chunk: TemplateChunk) -> None:
+        """Many requests of one template at once: the same files, bytes and checks as adding them one by one,
+        with the per-request work done in bulk, a few thousand lines at a time (their buffers are reused, so
+        memory stays flat however big the month)."""
+        for start in range(0, len(chunk.custom_ids), _LINES_AT_ONCE):
+            end = start + _LINES_AT_ONCE
+            self._add_template_rows(dataclasses.replace(
+                chunk, custom_ids=chunk.custom_ids[start:end], item_ids=chunk.item_ids[start:end],
+                values=chunk.values[start:end], input_tokens=chunk.input_tokens[start:end]))
+
+    def _add_template_rows(self, chunk: TemplateChunk) -> None:
+        url, model, template = chunk.url, chunk.model, chunk.template
+        cids, item_ids, tokens = chunk.custom_ids, chunk.item_ids, chunk.input_tokens
+        if not cids:
+            return
+        unique = set(cids)
+        if len(unique) != len(cids) or not self.seen.isdisjoint(unique):
+            seen_here: set[str] = set()
+            for cid in cids:
+                if cid in self.seen or cid in seen_here:
+                    raise ValueError(f"duplicate custom_id {cid!r}: every request needs its own id")
+                seen_here.add(cid)
+        self.seen |= unique
+        if template.body.get("model") != model:
+            raise ValueError(f"{cids[0]}: body model {template.body.get('model')!r} differs from model {model!r}")
+        # Each line is built from the template's pieces in one join, and the body hashed from the prefix's state:
+        # no body is materialised on its own (the bytes are the same).
+        dumps, body_sha = orjson.dumps, template.sha256_hex
+        value_jsons = [dumps(value) for value in chunk.values]
+        shas = [body_sha(value_json) for value_json in value_jsons]
+        if self.keep is not None:
+            kept = [i for i, (item_id, sha) in enumerate(zip(item_ids, shas, strict=True)) if self.keep(item_id, sha)]
+            if len(kept) < len(cids):
+                kept_set = set(kept)
+                self.skipped += [SkippedRequest(cids[i], item_ids[i], shas[i], tokens[i])
+                                 for i in range(len(cids)) if i not in kept_set]
+                cids, item_ids, tokens = [cids[i] for i in kept], [item_ids[i] for i in kept], \
+                    [tokens[i] for i in kept]
+                value_jsons, shas = [value_jsons[i] for i in kept], [shas[i] for i in kept]
+            if not cids:
+                return
+        w = self._writer(cids[0], url, model)
+        head = b',"method":"POST","url":' + self.url_json[url] + b',"body":' + template.prefix
+        tail = template.suffix + b"}\n"
+        lines = [b"".join((b'{"custom_id":', dumps(cid), head, value_json, tail)) for cid, value_json in zip(
+            cids, value_jsons, strict=True)]
+        del value_jsons
+        budget = self.budgets[model]
+        limits = self.limits
+        max_requests, max_bytes, max_inputs = (limits.max_requests_per_file, limits.max_bytes_per_file,
+                                               limits.max_embedding_inputs_per_file)
+        per_inputs = chunk.n_inputs if url == EMBEDDINGS_URL else 0
+        cap = output_cap(url, template.shared)
+        start, total = 0, len(lines)
+        while start < total:
+            if w is None:
+                n_req = n_bytes = n_tok = n_inp = 0
+            else:
+                n_req, n_bytes, n_tok, n_inp = w.n_requests, w.n_bytes, w.tokens, w.n_inputs
+            end = start
+            while end < total:
+                size, tok = len(lines[end]), tokens[end]
+                if w is None or n_req >= max_requests or n_bytes + size > max_bytes or (
+                        budget is not None and n_tok + tok > budget) or n_inp + per_inputs > max_inputs:
+                    break
+                n_req, n_bytes, n_tok, n_inp = n_req + 1, n_bytes + size, n_tok + tok, n_inp + per_inputs
+                end += 1
+            if end > start and w is not None:
+                w.add_rows(lines[start:end], cids[start:end], item_ids[start:end], shas[start:end],
+                           tokens[start:end], n_bytes - w.n_bytes, n_inp - w.n_inputs,
+                           None if cap is None else cap * (end - start))
+            if end < total:
+                req = PreparedRequest(cids[end], url, model, SplicedBody(template, ""), tokens[end], chunk.n_inputs,
+                                      item_ids[end])
+                w = self._next_writer(req, len(lines[end]), per_inputs)
+            start = end
+
+    def finish(self) -> list[RequestFile]:
+        for w in self.writers.values():
+            self.done.append(w.finish())
+        self.writers.clear()
+        self.done.sort(key=_file_order)
+        return self.done
+
+    def discard(self) -> None:
+        for w in self.writers.values():
+            w.discard()
+        if not self.content_addressed:  # content-addressed files may be shared with an earlier plan: keep them
+            for f in self.done:
+                f.path.unlink(missing_ok=True)
 
 
 def _file_order(f: RequestFile) -> tuple[str, str]:
@@ -323,112 +458,42 @@ def _check_fits(req: PreparedRequest, n_bytes: int, budget: int | None, inputs: 
         )
 
 
-def _check_lengths(ids: Sequence[str], values: Sequence[Any], what: str) -> None:
-    if len(ids) != len(values):
-        raise ValueError(f"got {len(ids)} ids but {len(values)} {what}")
+@dataclass(frozen=True)
+class TemplateChunk:
+    """Requests of one body template, as columns: what the file writer takes in bulk."""
+
+    url: str
+    model: str
+    template: BodyTemplate
+    custom_ids: list[str]
+    item_ids: list[str]
+    values: list[str]  # each request's string in the template's hole
+    input_tokens: list[int]
+    n_inputs: int = 1
+
+    def requests(self) -> Iterator[PreparedRequest]:
+        for cid, item_id, value, tokens in zip(self.custom_ids, self.item_ids, self.values, self.input_tokens,
+                                               strict=True):
+            yield PreparedRequest(cid, self.url, self.model, SplicedBody(self.template, value), tokens, self.n_inputs,
+                                  item_id, self.template.render(value))
 
 
-def prepare_embedding_requests(
-    ids: Sequence[str],
-    texts: Sequence[str],
-    model: str,
-    *,
-    dimensions: int | None = None,
-    custom_id_prefix: str = "",
-    num_threads: int | None = None,
-) -> Iterator[PreparedRequest]:
-    """Embedding requests for ``(id, text)`` rows, one text per request, tokens counted exactly.
+class ChunkedRequests(Iterable[PreparedRequest]):
+    """Requests a builder makes lazily, chunk by chunk. Iterating gives one :class:`PreparedRequest` at a time;
+    the file writer takes template chunks whole (the same lines, written in bulk)."""
 
-    Ids, custom ids and empty texts are checked now; the requests are produced lazily, in chunks
-    (token counting runs in parallel per chunk), so they stream into :func:`write_request_files`.
-    """
-    _check_lengths(ids, texts, "texts")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str) or not text:
-            raise ValueError(
-                f"text of item {ids[i]!r} is empty: OpenAI rejects empty embedding inputs; "
-                "drop or replace empty documents first"
-            )
-    custom_ids = custom_ids_for(ids, custom_id_prefix)
-    embedding_body(model, "x", dimensions)  # validates model and dimensions once
-    extra = {} if dimensions is None else {"dimensions": dimensions}
+    def __init__(self, chunks: Callable[[], Iterable[TemplateChunk | list[PreparedRequest]]]) -> None:
+        self._chunks = chunks
 
-    def generate() -> Iterator[PreparedRequest]:
-        for start in range(0, len(texts), _PREPARE_CHUNK):
-            chunk = texts[start : start + _PREPARE_CHUNK]
-            counts = count_text_tokens(chunk, model, num_threads=num_threads)
-            for item_id, cid, text, tokens in zip(ids[start : start + _PREPARE_CHUNK],
-                                                  custom_ids[start : start + _PREPARE_CHUNK], chunk, counts,
-                                                  strict=True):
-                yield PreparedRequest(cid, EMBEDDINGS_URL, model, {"model": model, "input": text, **extra}, tokens, 1,
-                                      item_id)
+    def chunks(self) -> Iterator[TemplateChunk | list[PreparedRequest]]:
+        yield from self._chunks()
 
-    return generate()
-
-
-def prepare_chat_requests(
-    ids: Sequence[str],
-    messages_list: Sequence[Sequence[Mapping[str, Any]]],
-    model: str,
-    *,
-    custom_id_prefix: str = "",
-    num_threads: int | None = None,
-    **params: Any,
-) -> Iterator[PreparedRequest]:
-    """Chat requests for ``(id, messages)`` rows; ``params`` go to :func:`chat_body`
-    (max_tokens, max_completion_tokens, temperature, seed, response_format). Lazy like
-    :func:`prepare_embedding_requests`; ids and custom ids are checked now, bodies as they are built.
-    """
-    _check_lengths(ids, messages_list, "conversations")
-    custom_ids = custom_ids_for(ids, custom_id_prefix)
-    chat_body(model, [{"role": "user", "content": "x"}], **params)  # validates params once
-
-    def generate() -> Iterator[PreparedRequest]:
-        for start in range(0, len(messages_list), _PREPARE_CHUNK):
-            chunk = messages_list[start : start + _PREPARE_CHUNK]
-            counts = count_chat_tokens(chunk, model, num_threads=num_threads,
-                                       response_format=params.get("response_format"), tools=params.get("tools"))
-            for item_id, cid, messages, tokens in zip(ids[start : start + _PREPARE_CHUNK],
-                                                      custom_ids[start : start + _PREPARE_CHUNK], chunk, counts,
-                                                      strict=True):
-                yield PreparedRequest(cid, CHAT_COMPLETIONS_URL, model, chat_body(model, messages, **params), tokens, 1,
-                                      item_id)
-
-    return generate()
-
-
-def prepare_responses_requests(
-    ids: Sequence[str],
-    inputs: Sequence[str | Sequence[Mapping[str, Any]]],
-    model: str,
-    *,
-    instructions: str | None = None,
-    custom_id_prefix: str = "",
-    num_threads: int | None = None,
-    **params: Any,
-) -> Iterator[PreparedRequest]:
-    """Responses API requests for ``(id, input)`` rows; ``input`` is a text or a list of messages,
-    ``instructions`` the system prompt they share, ``params`` go to :func:`responses_body`
-    (max_output_tokens, temperature, text_format). Tokens are counted as in
-    :func:`~batch_assets.batching.tokens.count_responses_tokens`. Lazy like
-    :func:`prepare_chat_requests`; ids, custom ids and params are checked now, bodies as they are built.
-    """
-    _check_lengths(ids, inputs, "inputs")
-    custom_ids = custom_ids_for(ids, custom_id_prefix)
-    responses_body(model, "x", instructions=instructions, **params)  # validates params once
-
-    def generate() -> Iterator[PreparedRequest]:
-        for start in range(0, len(inputs), _PREPARE_CHUNK):
-            chunk = inputs[start : start + _PREPARE_CHUNK]
-            counts = count_responses_tokens(chunk, model, instructions=instructions,
-                                            text_format=params.get("text_format"), num_threads=num_threads)
-            for item_id, cid, input_, tokens in zip(ids[start : start + _PREPARE_CHUNK],
-                                                    custom_ids[start : start + _PREPARE_CHUNK], chunk, counts,
-                                                    strict=True):
-                body = responses_body(model, input_, instructions=instructions, **params)
-                yield PreparedRequest(cid, RESPONSES_URL, model, body, tokens, 1, item_id)
-
-    return generate()
+    def __iter__(self) -> Iterator[PreparedRequest]:
+        for part in self._chunks():
+            if isinstance(part, TemplateChunk):
+                yield from part.requests()
+            else:
+                yield from part
 
 
 def reread_requests(path: Path, url: str, model: str,

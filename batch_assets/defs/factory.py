@@ -248,7 +248,7 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
                 ledger: LedgerResource) -> Iterator[dg.MaterializeResult]:
         month = partition_month(context)
         with warehouse_db.connect() as con, ledger.open() as led:
-            source = warehouse.read_table(con, spec.source, month)
+            source = warehouse.read_table(con, spec.source, month, columns=[spec.item_id_column])  # ids, no texts
             collected = collect_month(
                 batch_api.client(), led, con, spec.name, month,
                 work_dir=warehouse_db.downloads_dir(spec.name, month), results_dir=warehouse_db.results_dir,
@@ -284,7 +284,7 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
                    ledger: LedgerResource) -> Iterator[dg.AssetCheckResult]:
         month = partition_month(context)
         with warehouse_db.connect() as con, ledger.open() as led:
-            source = warehouse.read_table(con, spec.source, month)
+            source = warehouse.read_table(con, spec.source, month, columns=[spec.item_id_column])
             current = month_report(led, con, spec.name, month, source_item_ids=source[spec.item_id_column])
         if current.report is None:
             raise dg.Failure(f"{spec.results_asset} {month:%Y-%m}: {current.message}")

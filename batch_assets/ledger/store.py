@@ -485,6 +485,16 @@ class Ledger:
         with self._engine.connect() as con:
             return [_row(StoredPlan, r) for r in con.execute(query).mappings()]
 
+    def plans_with_roots(self, root_plan_ids: Sequence[int]) -> list[StoredPlan]:
+        """Every plan of the given root plans (a month's current items and their retries), oldest first."""
+        query = sa.select(_plans).order_by(_plans.c.plan_id)
+        found: list[StoredPlan] = []
+        with self._engine.connect() as con:
+            for chunk in _chunks(sorted(set(root_plan_ids))):
+                found += [_row(StoredPlan, r) for r in con.execute(query.where(_plans.c.root_plan_id.in_(chunk)))
+                          .mappings()]
+        return sorted(found, key=lambda plan: plan.plan_id)
+
     def open_plans(self, pipeline: str | None = None) -> list[StoredPlan]:
         """Plans not yet collected (planned, submitting, submitted), oldest first."""
         query = sa.select(_plans).where(_plans.c.state.in_([str(s) for s in OPEN_PLAN_STATES]))
@@ -501,7 +511,9 @@ class Ledger:
 
     # -- files -------------------------------------------------------------------------------------------
     def files(self, *, plan_id: int | None = None, pipeline: str | None = None, month: str | None = None,
-              states: Sequence[FileState] | None = None) -> list[StoredFile]:
+              states: Sequence[FileState] | None = None, plan_ids: Sequence[int] | None = None
+              ) -> list[StoredFile]:
+        """Files by plan, path; ``plan_ids`` reads many plans' files in one go (a sensor tick over many months)."""
         query = sa.select(_files).order_by(_files.c.plan_id, _files.c.path)
         for column, value in ((_files.c.plan_id, plan_id), (_files.c.pipeline, pipeline),
                               (_files.c.month, month)):
@@ -509,8 +521,15 @@ class Ledger:
                 query = query.where(column == value)
         if states is not None:
             query = query.where(_files.c.state.in_([str(s) for s in states]))
+        if plan_ids is None:
+            with self._engine.connect() as con:
+                return [_row(StoredFile, r) for r in con.execute(query).mappings()]
+        found: list[StoredFile] = []
         with self._engine.connect() as con:
-            return [_row(StoredFile, r) for r in con.execute(query).mappings()]
+            for chunk in _chunks(sorted(set(plan_ids))):
+                found += [_row(StoredFile, r) for r in con.execute(query.where(_files.c.plan_id.in_(chunk)))
+                          .mappings()]
+        return found
 
     def file(self, plan_id: int, sha256: str) -> StoredFile | None:
         found = self.files(plan_id=plan_id)
@@ -533,6 +552,12 @@ class Ledger:
             for plan_id, sha256, values in updates:
                 con.execute(_files.update().where(_files.c.plan_id == plan_id, _files.c.sha256 == sha256)
                             .values(**{k: (str(v) if isinstance(v, StrEnum) else v) for k, v in values.items()}))
+
+
+def _chunks(values: Sequence[int], size: int = 500) -> Iterator[Sequence[int]]:
+    """Bounded ``IN (...)`` lists: SQLite caps the number of bound parameters per statement."""
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -5,16 +5,18 @@ A fourth is one more `PipelineSpec` added to PIPELINES (see the README).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable
 from datetime import date
 
 import duckdb
 import orjson
 import polars as pl
 
+from batch_assets.batching.prepare import prepare_chat_requests, prepare_embedding_requests
 from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL, Outcome
-from batch_assets.batching.request_files import PreparedRequest, prepare_chat_requests, prepare_embedding_requests
+from batch_assets.batching.request_files import PreparedRequest
 from batch_assets.batching.requests import json_schema_response_format, label_schema
+from batch_assets.batching.templates import Conversations
 from batch_assets.pipelines.spec import CheckOutcome, PipelineSettings, PipelineSpec, QualityCheck
 from batch_assets.warehouse import label_accuracy, read_table
 
@@ -26,7 +28,7 @@ def _succeeded(joined: pl.DataFrame) -> pl.DataFrame:
 
 
 # -- embeddings -------------------------------------------------------------------------------------
-def _embedding_requests(items: pl.DataFrame, settings: PipelineSettings) -> Iterator[PreparedRequest]:
+def _embedding_requests(items: pl.DataFrame, settings: PipelineSettings) -> Iterable[PreparedRequest]:
     return prepare_embedding_requests(items["item_id"].to_list(), items["text"].to_list(), settings.model,
                                       dimensions=settings.dimensions)
 
@@ -70,12 +72,10 @@ SENTIMENT_PROMPT = (
 )
 
 
-def _sentiment_requests(items: pl.DataFrame, settings: PipelineSettings) -> Iterator[PreparedRequest]:
+def _sentiment_requests(items: pl.DataFrame, settings: PipelineSettings) -> Iterable[PreparedRequest]:
     labels = settings.labels or SENTIMENT_LABELS
-    conversations = [
-        [{"role": "system", "content": settings.system_prompt}, {"role": "user", "content": f"Review: {text}"}]
-        for text in items["text"].to_list()
-    ]
+    conversations = Conversations(({"role": "system", "content": settings.system_prompt},), items["text"],
+                                  user_prefix="Review: ")
     return prepare_chat_requests(
         items["item_id"].to_list(), conversations, settings.model, max_tokens=settings.max_tokens,
         temperature=settings.temperature, seed=settings.seed,
@@ -98,10 +98,12 @@ def parse_label(content: str | None, labels: tuple[str, ...]) -> str | None:
 def _label_rows(joined: pl.DataFrame, settings: PipelineSettings) -> pl.DataFrame:
     labels = settings.labels or SENTIMENT_LABELS
     done = _succeeded(joined)
+    # A comprehension, not map_elements: polars calls back into Python per row either way, this costs less.
+    parsed = pl.Series("label", [parse_label(c, labels) for c in done["content"].to_list()], dtype=pl.String)
     return done.select(
         pl.col("item_id").alias("document_id"),
         pl.col("response_model").alias("model"),
-        pl.col("content").map_elements(lambda c: parse_label(c, labels), return_dtype=pl.String).alias("label"),
+        parsed,
         pl.col("label").alias("gold_label"),
         pl.col("content").alias("raw_content"),
         "batch_id", "attempt",
@@ -178,11 +180,9 @@ def metrics_prompt(row: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def _report_requests(items: pl.DataFrame, settings: PipelineSettings) -> Iterator[PreparedRequest]:
-    conversations = [
-        [{"role": "system", "content": settings.system_prompt}, {"role": "user", "content": metrics_prompt(row)}]
-        for row in items.iter_rows(named=True)
-    ]
+def _report_requests(items: pl.DataFrame, settings: PipelineSettings) -> Iterable[PreparedRequest]:
+    conversations = Conversations(({"role": "system", "content": settings.system_prompt},),
+                                  [metrics_prompt(row) for row in items.iter_rows(named=True)])
     return prepare_chat_requests(items["item_id"].to_list(), conversations, settings.model,
                                  max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed)
 

@@ -12,7 +12,7 @@ a check's `function`): the escape hatch when a template and the column values ar
 from __future__ import annotations
 
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from datetime import date
 from typing import Any, Literal
 
@@ -20,18 +20,15 @@ import duckdb
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from batch_assets.batching.prepare import prepare_chat_requests, prepare_embedding_requests, prepare_responses_requests
 from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL, Outcome
-from batch_assets.batching.request_files import (
-    PreparedRequest,
-    prepare_chat_requests,
-    prepare_embedding_requests,
-    prepare_responses_requests,
-)
+from batch_assets.batching.request_files import PreparedRequest
 from batch_assets.batching.requests import (
     json_schema_response_format,
     json_schema_text_format,
     label_schema,
 )
+from batch_assets.batching.templates import Conversations
 from batch_assets.pipelines.declared_rules import (
     ANSWER_COLUMNS,
     SOURCE_ITEM_ID_COLUMNS,
@@ -177,18 +174,20 @@ class PipelineDeclaration(_Declaration):
             return label_schema(settings.labels)
         return self.answer_schema
 
-    def _build_requests(self, items: pl.DataFrame, settings: PipelineSettings) -> Iterator[PreparedRequest]:
+    def _build_requests(self, items: pl.DataFrame, settings: PipelineSettings) -> Iterable[PreparedRequest]:
         ids = items["item_id"].to_list()
-        texts = items.select(self._input_text()).to_series().to_list()
+        text_column = items.select(self._input_text()).to_series()
+        if self.endpoint == CHAT_COMPLETIONS_URL:  # the texts stay in Arrow memory until their chunk is written
+            schema = self.structured_schema(settings)
+            system = ({"role": "system", "content": settings.system_prompt},) if settings.system_prompt else ()
+            return prepare_chat_requests(
+                ids, Conversations(system, text_column), settings.model,
+                max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed,
+                response_format=json_schema_response_format(self.name, schema) if schema else None)
+        texts = text_column.to_list()
         if self.endpoint == EMBEDDINGS_URL:
             return prepare_embedding_requests(ids, texts, settings.model, dimensions=settings.dimensions)
         schema = self.structured_schema(settings)
-        if self.endpoint == CHAT_COMPLETIONS_URL:
-            system = [{"role": "system", "content": settings.system_prompt}] if settings.system_prompt else []
-            return prepare_chat_requests(
-                ids, [[*system, {"role": "user", "content": text}] for text in texts], settings.model,
-                max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed,
-                response_format=json_schema_response_format(self.name, schema) if schema else None)
         if settings.seed is not None:
             raise ValueError(f"{self.name}: the Responses API takes no seed; leave seed unset in the run config")
         return prepare_responses_requests(

@@ -8,7 +8,7 @@ lock).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -28,8 +28,7 @@ from batch_assets.ledger.store import (
 )
 from batch_assets.pipelines.queue import TOKEN_LIMIT_EXCEEDED, enqueued_tokens, fits, limit_key
 
-# How many listed batches one poll reads (newest first) before falling back to one retrieve per batch.
-MAX_LISTED_BATCHES = 1000
+LIST_PAGE_SIZE = 100  # the Batch API's largest page
 DEFAULT_STALL_AFTER_SECONDS = 6 * 3600.0
 # A file refused for the enqueued-token limit this often is probably over the limit on its own: it then ends like
 # any failed batch (its items are retried as a new attempt, within max_attempts, and say why).
@@ -110,28 +109,41 @@ class TickDecisions:
     api_calls: int = 0
 
 
-def poll(client: BatchClient, batch_ids: set[str]) -> tuple[dict[str, Batch], int]:
-    """Current state of the given batches and the API calls it took: list pages first (one call per 100),
-    then retrieve stragglers."""
+def poll(client: BatchClient, newest_first: Sequence[str]) -> tuple[dict[str, Batch], int]:
+    """Current state of the given batches (newest first, by when they were submitted) and the API calls it took.
+
+    The Batch API lists every batch of the account newest first, with an ``after=<batch id>`` cursor. Pages are
+    read from the top while they hold tracked batches; a page with none of them (other teams' batches, or ours
+    buried under newer ones) is not read through: the newest batch still missing is retrieved and listing goes on
+    right after it. So the calls are bounded by the pages that hold tracked batches, plus two per gap, whatever
+    their age among the account's other batches. Batches never listed (out of order, or gone) are retrieved.
+    """
+    wanted = list(dict.fromkeys(newest_first))
+    wanted_ids = set(wanted)
     found: dict[str, Batch] = {}
     calls = 0
-    if not batch_ids:
-        return found, calls
-    pages = client.openai.batches.list(limit=100)
-    calls += 1
-    listed = 0
-    for page in pages.iter_pages():
-        if listed:
-            calls += 1
-        for batch in page.data:
-            listed += 1
-            if batch.id in batch_ids:
-                found[batch.id] = batch
-        if len(found) == len(batch_ids) or listed >= MAX_LISTED_BATCHES:
-            break
-    for batch_id in batch_ids - found.keys():
-        found[batch_id] = client.retrieve(batch_id)
+    after: str | None = None
+    while len(found) < len(wanted):
+        page = client.list_page(limit=LIST_PAGE_SIZE, after=after, only=wanted_ids)
         calls += 1
+        hits = 0
+        for batch in page.batches:
+            if batch.id not in found:
+                found[batch.id] = batch
+                hits += 1
+        if len(found) == len(wanted) or not page.ids or page.has_more is False:
+            break
+        if hits:
+            after = page.ids[-1]
+            continue
+        jump = next(batch_id for batch_id in wanted if batch_id not in found)
+        found[jump] = client.retrieve(jump)
+        calls += 1
+        after = jump
+    for batch_id in wanted:
+        if batch_id not in found:
+            found[batch_id] = client.retrieve(batch_id)
+            calls += 1
     return found, calls
 
 
@@ -145,7 +157,8 @@ def advance(client: BatchClient, ledger: Ledger, *, now: float | None = None,
     limits = enqueued_token_limits or {}
     decisions = TickDecisions()
     running = ledger.files(states=_RUNNING)
-    batches, decisions.api_calls = poll(client, {f.batch_id for f in running if f.batch_id})
+    newest_first = sorted(running, key=lambda f: f.submitted_at or f.created_at, reverse=True)
+    batches, decisions.api_calls = poll(client, [f.batch_id for f in newest_first if f.batch_id])
     updates = []
     for stored in running:
         batch = batches.get(stored.batch_id or "")
@@ -171,13 +184,15 @@ def advance(client: BatchClient, ledger: Ledger, *, now: float | None = None,
     ledger.update_files(updates)
 
     open_plans = ledger.open_plans()
+    open_months = {(p.pipeline, p.month) for p in open_plans}
     months: dict[tuple[str, str], StoredMonth] = {}
     for record in ledger.months():
-        if (record.pipeline, record.month) in {(p.pipeline, p.month) for p in open_plans} or (
+        if (record.pipeline, record.month) in open_months or (
                 changed_since is not None and record.updated_at >= changed_since):
             months[(record.pipeline, record.month)] = record
+    files_by_plan = _by_plan(ledger.files(plan_ids=[p.plan_id for p in open_plans]))
     for plan in open_plans:
-        files = ledger.files(plan_id=plan.plan_id)
+        files = files_by_plan.get(plan.plan_id, [])
         states = {f.state for f in files}
         # Collect once nothing runs at the provider; files still queued for room are collected in later waves.
         if plan.state == PlanState.SUBMITTED and not states & {FileState.SUBMITTED, FileState.SUBMITTING,
@@ -200,8 +215,15 @@ def advance(client: BatchClient, ledger: Ledger, *, now: float | None = None,
             decisions.collect.append(CollectDue(record.pipeline, record.month, root.plan_id, 0))
             months[(record.pipeline, record.month)] = record
     decisions.submit += _queued_due(ledger, open_plans, limits)
-    decisions.progress = [_progress(ledger, record, open_plans) for record in months.values()]
+    decisions.progress = _progress(ledger, list(months.values()), open_plans, files_by_plan)
     return decisions
+
+
+def _by_plan(files: Iterable[StoredFile]) -> dict[int, list[StoredFile]]:
+    grouped: dict[int, list[StoredFile]] = {}
+    for stored in files:
+        grouped.setdefault(stored.plan_id, []).append(stored)
+    return grouped
 
 
 def _over_token_limit(batch: Batch) -> bool:
@@ -249,22 +271,35 @@ def _queued_due(ledger: Ledger, open_plans: list[StoredPlan], limits: Mapping[st
     return list(due.values())
 
 
-def _progress(ledger: Ledger, record: StoredMonth, open_plans: Iterable) -> MonthProgress:
-    """The month's progress over its current plans: the open ones while it runs, every attempt of its current
-    items once it is finished (so a done month shows what its batches did)."""
-    plans = [p for p in open_plans if (p.pipeline, p.month) == (record.pipeline, record.month)]
-    if not plans and record.root_plan_id is not None:
-        plans = [p for p in ledger.plans(record.pipeline, record.month)
-                 if p.root_plan_id == record.root_plan_id and p.state != PlanState.SUPERSEDED]
-    files = [f for p in plans for f in ledger.files(plan_id=p.plan_id)]
-    by_state = orjson.loads(record.summary).get("by_state", {}) if record.summary else {}
-    return MonthProgress(
-        record.pipeline, record.month, record.state, record.attempt,
-        completed=sum(f.completed for f in files), failed=sum(f.failed for f in files),
-        total=sum(f.total for f in files), batch_statuses={f.batch_id: f.batch_status or "" for f in files
-                                                           if f.batch_id},
-        queued_files=sum(f.state == FileState.QUEUED for f in files),
-        items_by_state={k: v for k, v in by_state.items() if v})
+def _progress(ledger: Ledger, records: list[StoredMonth], open_plans: list[StoredPlan],
+              open_files: Mapping[int, list[StoredFile]]) -> list[MonthProgress]:
+    """Each month's progress over its current plans: the open ones while it runs, every attempt of its current
+    items once it is finished (so a done month shows what its batches did). The ledger is read in a few queries
+    whatever the number of months: a fresh sensor cursor looks at every month at once."""
+    open_by_month: dict[tuple[str, str], list[StoredPlan]] = {}
+    for plan in open_plans:
+        open_by_month.setdefault((plan.pipeline, plan.month), []).append(plan)
+    finished_roots = [r.root_plan_id for r in records
+                      if (r.pipeline, r.month) not in open_by_month and r.root_plan_id is not None]
+    by_root: dict[int, list[StoredPlan]] = {}
+    for plan in ledger.plans_with_roots(finished_roots):
+        if plan.state != PlanState.SUPERSEDED and plan.root_plan_id is not None:
+            by_root.setdefault(plan.root_plan_id, []).append(plan)
+    files_by_plan = dict(open_files)
+    files_by_plan.update(_by_plan(ledger.files(plan_ids=[p.plan_id for plans in by_root.values() for p in plans])))
+    progress = []
+    for record in records:
+        plans = open_by_month.get((record.pipeline, record.month)) or by_root.get(record.root_plan_id or -1, [])
+        files = [f for p in plans for f in files_by_plan.get(p.plan_id, [])]
+        by_state = orjson.loads(record.summary).get("by_state", {}) if record.summary else {}
+        progress.append(MonthProgress(
+            record.pipeline, record.month, record.state, record.attempt,
+            completed=sum(f.completed for f in files), failed=sum(f.failed for f in files),
+            total=sum(f.total for f in files), batch_statuses={f.batch_id: f.batch_status or "" for f in files
+                                                               if f.batch_id},
+            queued_files=sum(f.state == FileState.QUEUED for f in files),
+            items_by_state={k: v for k, v in by_state.items() if v}))
+    return progress
 
 
 __all__ = ["CollectDue", "MonthProgress", "Stall", "SubmitDue", "TickDecisions", "advance", "poll"]

@@ -109,7 +109,7 @@ def plan_month(spec: PipelineSpec, settings: SubmissionSettings, items: pl.DataF
         done = succeeded_bodies(con, spec.name, month)
         planned = plan_request_files(
             spec.build_requests(items, settings.pipeline), requests_dir, limits=settings.limits, file_stem=stem,
-            keep=lambda request, body_sha: (request.item_id, body_sha) not in done)
+            keep=(lambda item_id, body_sha: (item_id, body_sha) not in done) if done else None)
         _check_items(planned.files, planned.skipped, items)
         hits = _NO_HITS
         if settings.budget.use_cache and planned.files and results_dir is not None:

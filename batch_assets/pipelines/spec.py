@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
@@ -119,7 +119,7 @@ def _known_fields(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # items (one row per item of the month, with an `item_id` column) -> requests, streamed
-RequestBuilder = Callable[[pl.DataFrame, PipelineSettings], Iterator[PreparedRequest]]
+RequestBuilder = Callable[[pl.DataFrame, PipelineSettings], Iterable[PreparedRequest]]
 # items joined with their results (outcome, content, embedding, ...) -> rows of the output table
 OutputBuilder = Callable[[pl.DataFrame, PipelineSettings], pl.DataFrame]
 

@@ -30,16 +30,19 @@ def read_table(
     month: str | date | None = None,
     *,
     pipeline: str | None = None,
+    columns: Sequence[str] | None = None,
 ) -> pl.DataFrame:
     """A table's rows (one month's with `month`, one pipeline's with `pipeline`), in key order.
 
-    A table that does not exist yet reads as an empty frame with its columns.
+    `columns` reads only those of them the table has (e.g. a month's ids without its texts). A table that does
+    not exist yet reads as an empty frame with its columns.
     """
-    columns = table_columns(con, table)
+    wanted = columns
+    found = {name: kind for name, kind in table_columns(con, table).items() if wanted is None or name in wanted}
     if pipeline is not None and table not in PIPELINE_TABLES:
         raise WarehouseError(f"{table} has no pipeline column: leave pipeline=None")
     if not table_exists(con, table):
-        return pl.DataFrame(schema=polars_schema(columns))
+        return pl.DataFrame(schema=polars_schema(found))
     where: list[str] = []
     params: dict[str, object] = {}
     if month is not None:
@@ -49,7 +52,7 @@ def read_table(
         where.append("pipeline = $pipeline")
         params["pipeline"] = pipeline
     sql = (
-        f"SELECT {', '.join(quote(c) for c in columns)} FROM {quote(table)}"
+        f"SELECT {', '.join(quote(c) for c in found)} FROM {quote(table)}"
         + (f" WHERE {' AND '.join(where)}" if where else "")
         + f" ORDER BY {', '.join(quote(c) for c in table_key(con, table))}"
     )

@@ -197,7 +197,8 @@ def _replace(
             elif not table_exists(con, table):
                 con.commit()  # no vectors and no table: nothing to replace
                 return 0
-        types = {c: t.replace("[N]", f"[{embedding_dims(con)}]") for c, t in table_types.items()}
+        dims_now = embedding_dims(con) if any("[N]" in t for t in table_types.values()) else None
+        types = {c: t.replace("[N]", f"[{dims_now}]") for c, t in table_types.items()}
         select = ", ".join(
             f"CAST({quote(c)} AS {t}) AS {quote(c)}" if c in columns else f"{fills[c]} AS {quote(c)}"
             for c, t in types.items()

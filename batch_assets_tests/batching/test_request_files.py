@@ -6,15 +6,9 @@ import orjson
 import polars as pl
 import pytest
 
+from batch_assets.batching.prepare import prepare_chat_requests, prepare_embedding_requests
 from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL
-from batch_assets.batching.request_files import (
-    BatchLimits,
-    PreparedRequest,
-    RequestFile,
-    prepare_chat_requests,
-    prepare_embedding_requests,
-    write_request_files,
-)
+from batch_assets.batching.request_files import BatchLimits, PreparedRequest, RequestFile, write_request_files
 from batch_assets.batching.requests import custom_ids_for
 from batch_assets.batching.tokens import count_chat_tokens, count_text_tokens
 

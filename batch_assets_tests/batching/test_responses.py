@@ -7,8 +7,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from batch_assets.batching.prepare import prepare_responses_requests
 from batch_assets.batching.protocol import COMPLETIONS_URL, RESPONSES_URL, SUPPORTED_URLS
-from batch_assets.batching.request_files import BatchLimits, prepare_responses_requests, write_request_files
+from batch_assets.batching.request_files import BatchLimits, write_request_files
 from batch_assets.batching.requests import (
     json_schema_response_format,
     json_schema_text_format,

@@ -15,7 +15,8 @@ import polars as pl
 import pytest
 import yaml
 
-from batch_assets.batching.request_files import PreparedRequest, prepare_responses_requests
+from batch_assets.batching.prepare import prepare_responses_requests
+from batch_assets.batching.request_files import PreparedRequest
 from batch_assets.definitions import defs as code_location
 from batch_assets.defs.definitions import build_definitions
 from batch_assets.defs.pipeline_component import PipelineComponent, PipelineScaffolder

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from batch_assets.batching.client import BatchClient
+from batch_assets.batching.prepare import prepare_responses_requests
 from batch_assets.batching.protocol import RESPONSES_URL
-from batch_assets.batching.request_files import BatchLimits, prepare_responses_requests, write_request_files
+from batch_assets.batching.request_files import BatchLimits, write_request_files
 from batch_assets.batching.requests import json_schema_text_format, label_schema
 from batch_assets.batching.results import parse_batch_results
 from batch_assets.local.config import EngineConfig

@@ -184,7 +184,8 @@ def _fake_object(schema: dict, key_text: str) -> dict[str, Any]:
 
 class LocalModels:
     """Lazily loads each model on first use (loading the LLM costs ~1 s; an embeddings-only batch
-    must not load it). Safe to share between threads."""
+    must not load it). Safe to share between threads. ``chat_engines`` x ``chat_slots`` chat calls
+    run at once (the batch worker uses one engine per core); the default is one at a time."""
 
     def __init__(
         self,
@@ -192,12 +193,16 @@ class LocalModels:
         *,
         embed_threads: int | None = None,
         chat_threads: int | None = None,
+        chat_engines: int = 1,
+        chat_slots: int = 1,
     ) -> None:
         if backend not in ("real", "fake"):
             raise ValueError(f"backend must be 'real' or 'fake', got {backend!r}")
         self.backend = backend
         self._embed_threads = embed_threads
         self._chat_threads = chat_threads
+        self._chat_engines = chat_engines
+        self._chat_slots = chat_slots
         self._embedder: EmbeddingModel | None = None
         self._chat: ChatModel | None = None
         self._lock = threading.Lock()
@@ -228,7 +233,7 @@ class LocalModels:
                 return FakeChat()
             from batch_assets.local.llm import SmolLM2Chat
 
-            return SmolLM2Chat(threads=self._chat_threads)
+            return SmolLM2Chat(threads=self._chat_threads, engines=self._chat_engines, slots=self._chat_slots)
 
         return self._loaded("_chat", load)
 

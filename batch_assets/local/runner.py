@@ -36,12 +36,14 @@ from batch_assets.local.validation import iter_lines, validate_input
 
 log = logging.getLogger("batch_assets.local.worker")
 
-# Measured on 2 cores (benchmarks/local_engine_throughput.py): small batches of length-sorted texts
-# beat both one text per run and large padded batches.
-EMBEDDING_LINES_PER_CHUNK = 16
+# Measured on 2 cores (benchmarks/local_engine_throughput.py): small runs of length-sorted texts on
+# one single-thread ONNX session per core beat one text per run on a two-thread session, and larger
+# runs gained nothing.
+EMBEDDING_LINES_PER_CHUNK = 8
+CORES = max(1, min(os.cpu_count() or 1, 4))
 # One single-thread llama.cpp engine per core (threads that share an engine wait for each other at
 # every op), each running several calls at once in its slots.
-CHAT_ENGINES = max(1, min(os.cpu_count() or 1, 4))
+CHAT_ENGINES = CORES
 CHAT_SLOTS = 4
 # A line whose start was counted this often without a result killed the worker each time.
 MAX_STARTS_WITHOUT_RESULT = 2
@@ -130,18 +132,20 @@ class BatchRunner:
     """Validates, executes and finalizes the state folder's batches, all of them at once."""
 
     def __init__(self, store: StateStore, *, chat_engines: int = CHAT_ENGINES, chat_slots: int = CHAT_SLOTS,
-                 embedding_chunk: int = EMBEDDING_LINES_PER_CHUNK) -> None:
+                 embedding_sessions: int = CORES, embedding_chunk: int = EMBEDDING_LINES_PER_CHUNK) -> None:
         self.store = store
         self._chat_engines, self._chat_slots = chat_engines, chat_slots
+        self._embedding_sessions = embedding_sessions
         self._embedding_chunk = embedding_chunk
         self._models: dict[str, LocalModels] = {}
         self._running: dict[str, _Running] = {}
         self._seen: set[str] = set()
-        self._capacity: dict[Kind, int] = {"chat": chat_engines * chat_slots, "embeddings": 2}
+        # One chunk more than the embedding sessions, so the next is ready when one returns.
+        self._capacity: dict[Kind, int] = {"chat": chat_engines * chat_slots, "embeddings": embedding_sessions + 1}
         self._busy: dict[Kind, int] = {"chat": 0, "embeddings": 0}
         self._pools: dict[Kind, ThreadPoolExecutor] = {
             "chat": ThreadPoolExecutor(self._capacity["chat"], thread_name_prefix="chat"),
-            "embeddings": ThreadPoolExecutor(1, thread_name_prefix="embeddings"),
+            "embeddings": ThreadPoolExecutor(embedding_sessions, thread_name_prefix="embeddings"),
         }
         self._answers: queue.Queue[tuple[str, list[Item], list[Answer]]] = queue.Queue()
         self._turn = 0
@@ -150,7 +154,7 @@ class BatchRunner:
         if backend not in self._models:
             self._models[backend] = LocalModels(
                 "fake" if backend == "fake" else "real", chat_threads=1, chat_engines=self._chat_engines,
-                chat_slots=self._chat_slots)
+                chat_slots=self._chat_slots, embed_threads=1, embed_sessions=self._embedding_sessions)
         return self._models[backend]
 
     def close(self) -> None:

@@ -48,23 +48,31 @@ def worker_is_running(state_dir: Path) -> bool:
 
 
 def ensure_worker(state_dir: Path, idle_seconds: float) -> None:
-    """Starts a detached worker unless one holds the lock. Cheap: one flock attempt."""
+    """Starts a detached worker unless one holds the lock. Cheap: one flock attempt.
+
+    The lock is taken here and handed to the new worker, so the calls made while it starts up (a
+    second or two of imports) do not each start another one.
+    """
     state_dir = Path(state_dir)
-    if worker_is_running(state_dir):
-        return
-    log_file = (state_dir / "worker.log").open("ab")
-    subprocess.Popen(
-        [sys.executable, "-m", "batch_assets.local.worker", str(state_dir.resolve()), "--idle-seconds",
-         str(idle_seconds)],
-        stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-        close_fds=True,
-    )
-    log_file.close()
-
-
-def serve_forever(state_dir: Path, idle_seconds: float) -> bool:
-    """Runs batches until none arrive for idle_seconds. Returns False at once if another worker runs."""
     fd = _try_lock(state_dir)
+    if fd is None:
+        return
+    try:
+        with (state_dir / "worker.log").open("ab") as log_file:
+            subprocess.Popen(
+                [sys.executable, "-m", "batch_assets.local.worker", str(state_dir.resolve()), "--idle-seconds",
+                 str(idle_seconds), "--lock-fd", str(fd)],
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                close_fds=True, pass_fds=(fd,),
+            )
+    finally:
+        os.close(fd)  # the worker's copy of the descriptor keeps the lock
+
+
+def serve_forever(state_dir: Path, idle_seconds: float, lock_fd: int | None = None) -> bool:
+    """Runs batches until none arrive for idle_seconds. Returns False at once if another worker runs.
+    ``lock_fd``: the state folder's lock, already taken by the process that started this one."""
+    fd = lock_fd if lock_fd is not None else _try_lock(state_dir)
     if fd is None:
         return False
     (Path(state_dir) / "worker.pid").write_text(str(os.getpid()))
@@ -95,10 +103,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Local Batch API worker (started automatically).")
     parser.add_argument("state_dir", type=Path)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--lock-fd", type=int, default=None, help="the state folder's lock, taken by the starter")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker[{os.getpid()}] %(message)s")
     log.info("started")
-    if serve_forever(args.state_dir, args.idle_seconds):
+    if serve_forever(args.state_dir, args.idle_seconds, args.lock_fd):
         log.info("idle, exiting")
     else:
         log.info("another worker holds the lock, exiting")

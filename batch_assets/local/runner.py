@@ -172,7 +172,10 @@ class BatchRunner:
         ``wait`` seconds for it). Returns whether any batch is still active."""
         rows = self.store.active_batch_rows()
         for row in rows:
-            self._advance(row)
+            try:
+                self._advance(row)
+            except Exception as exc:  # a bad batch must not stop the others, nor crash every new worker
+                self._failed_to_advance(row, exc)
         self._start_work()
         if self.busy():
             self._commit_answers(wait)
@@ -212,6 +215,17 @@ class BatchRunner:
                                     finalizing_at=now(), ending="expired")
         elif not run.pending and not run.in_flight:
             self._finalize(batch_id)
+
+    def _failed_to_advance(self, row: dict[str, Any], exc: Exception) -> None:
+        log.exception("%s: %s", row["id"], exc)
+        if row["id"] in self._running or row["status"] not in ("validating", "in_progress"):
+            return  # it ran: the next turn tries to finalize it again (a full disk may have room by then)
+        message = (f"The local engine could not start this batch ({type(exc).__name__}: {exc}). Check the input "
+                   "file, then create the batch again.")
+        self.store.update_batch(row["id"], only_if_status=("validating", "in_progress", "cancelling", "finalizing"),
+                                status="failed", failed_at=now(),
+                                errors={"object": "list", "data": [{"code": "internal_error", "message": message,
+                                                                    "param": None, "line": None}]})
 
     def _start_work(self) -> None:
         """Hands out chunks, one per running batch in turn, while the model threads have room."""
@@ -323,13 +337,11 @@ class BatchRunner:
         return items
 
     def _finalize(self, batch_id: str) -> None:
-        self._running.pop(batch_id, None)
         row = self.store.get_batch_row(batch_id)
-        if row is None:
+        if row is None or row["status"] in ("completed", "failed", "expired", "cancelled"):
+            self._running.pop(batch_id, None)
             return
         status = row["status"]
-        if status in ("completed", "failed", "expired", "cancelled"):
-            return
         if status == "validating":  # cancelled before it started
             status = "cancelling"
         final = {"in_progress": "completed", "finalizing": row["ending"] or "completed",
@@ -355,6 +367,7 @@ class BatchRunner:
         if final == "cancelled" and row["total"] == 0:
             fields["total"] = len(unfinished)
         self.store.update_batch(batch_id, **fields)
+        self._running.pop(batch_id, None)
         log.info("%s %s", batch_id, final)
 
     def _write_file(self, batch_id: str, kind: str, stored: Iterator[str], extra: list[bytes]) -> str | None:

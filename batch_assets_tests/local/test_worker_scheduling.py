@@ -170,3 +170,21 @@ def test_batches_take_turns(tmp_path: Path) -> None:
                 assert other is not None and other["completed"] >= 15  # both moved along together
     runner.close()
     assert sorted(finished) == sorted([first, second])
+
+
+def test_a_batch_whose_input_is_gone_fails_and_the_others_go_on(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state")
+    broken = _create(store, tmp_path, chat_lines(["a"]))
+    store.file_path("file-test").unlink()  # e.g. removed by hand from the state folder
+    store.file_path("file-ok").write_bytes(write_jsonl(tmp_path / "ok.jsonl", chat_lines(["b", "c"])).read_bytes())
+    store.add_file("file-ok", "ok.jsonl", "batch")
+    settings = EngineConfig(state_dir=store.state_dir, model_backend="fake").batch_settings()
+    fine = str(store.add_batch(endpoint="/v1/chat/completions", input_file_id="file-ok", completion_window="24h",
+                               window_seconds=3600, metadata=None, settings=settings)["id"])
+    runner = BatchRunner(store, chat_engines=1, chat_slots=2)
+    runner.run_until_idle(timeout=30)
+    runner.close()
+    broken_row, fine_row = store.get_batch_row(broken), store.get_batch_row(fine)
+    assert broken_row is not None and broken_row["status"] == "failed"
+    assert "could not start this batch" in broken_row["errors"]
+    assert fine_row is not None and fine_row["status"] == "completed" and fine_row["completed"] == 2

@@ -127,6 +127,17 @@ class _Running:
         limit = self.faults.expire_after_items
         return limit is None or self.recorded + self.in_flight < limit
 
+    def take(self) -> list[Item]:
+        """The next chunk, cut to what a forced expiry (fault injection) still lets run."""
+        chunk = self.pending.popleft()
+        limit = self.faults.expire_after_items
+        if limit is not None and len(chunk) > limit - self.recorded - self.in_flight:
+            allowed = limit - self.recorded - self.in_flight
+            self.pending.appendleft(chunk[allowed:])
+            chunk = chunk[:allowed]
+        self.in_flight += len(chunk)
+        return chunk
+
 
 class BatchRunner:
     """Validates, executes and finalizes the state folder's batches, all of them at once."""
@@ -240,8 +251,7 @@ class BatchRunner:
             progress = False
             for run in runs:
                 if run.may_start() and self._busy[run.kind] < self._capacity[run.kind]:
-                    chunk = run.pending.popleft()
-                    run.in_flight += len(chunk)
+                    chunk = run.take()
                     self._busy[run.kind] += 1
                     started.append((run, chunk))
                     progress = True

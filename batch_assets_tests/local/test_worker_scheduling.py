@@ -19,7 +19,7 @@ from batch_assets.local.store import StateStore
 from batch_assets.local.transport import local_openai_client
 from batch_assets.pipelines.catalog import SENTIMENT_LABELS, SENTIMENT_PROMPT
 from batch_assets.sources import rotten_tomatoes_documents
-from batch_assets_tests.local.helpers import chat_lines, read_lines, submit, wait_terminal, write_jsonl
+from batch_assets_tests.local.helpers import chat_lines, embedding_lines, read_lines, submit, wait_terminal, write_jsonl
 
 SENTIMENT_FORMAT = json_schema_response_format("sentiment", label_schema(SENTIMENT_LABELS))
 
@@ -188,3 +188,18 @@ def test_a_batch_whose_input_is_gone_fails_and_the_others_go_on(tmp_path: Path) 
     assert broken_row is not None and broken_row["status"] == "failed"
     assert "could not start this batch" in broken_row["errors"]
     assert fine_row is not None and fine_row["status"] == "completed" and fine_row["completed"] == 2
+
+
+def test_a_forced_expiry_cuts_an_embeddings_chunk(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state")
+    store.file_path("file-emb").write_bytes(write_jsonl(tmp_path / "e.jsonl", embedding_lines(
+        [f"text {i}" for i in range(10)])).read_bytes())
+    store.add_file("file-emb", "e.jsonl", "batch")
+    config = EngineConfig(state_dir=store.state_dir, model_backend="fake").with_faults(expire_after_items=4)
+    batch_id = str(store.add_batch(endpoint="/v1/embeddings", input_file_id="file-emb", completion_window="24h",
+                                   window_seconds=3600, metadata=None, settings=config.batch_settings())["id"])
+    runner = BatchRunner(store, embedding_chunk=8)
+    runner.run_until_idle(timeout=30)
+    runner.close()
+    row = store.get_batch_row(batch_id)
+    assert row is not None and row["status"] == "expired" and row["completed"] == 4 and row["failed"] == 6

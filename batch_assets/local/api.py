@@ -48,8 +48,9 @@ from batch_assets.local.execute import answer_one, embed_many
 from batch_assets.local.files_api import EXPIRES_AFTER_SECONDS, FilesRoutes
 from batch_assets.local.models import LocalModels
 from batch_assets.local.store import StateStore, batch_row_to_api, now
+from batch_assets.local.validation import file_input_tokens
 from batch_assets.local.wire import SSE_HEADERS, ApiRequest, ApiResponse, ChunkReader, json_response
-from batch_assets.local.worker import ensure_worker, file_input_tokens
+from batch_assets.local.worker import ensure_worker
 
 __all__ = ["ApiError", "ApiRequest", "ApiResponse", "ChunkReader", "LocalBatchAPI"]
 

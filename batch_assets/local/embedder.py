@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+import queue
 from typing import Any
 
 import numpy as np
@@ -23,12 +23,17 @@ DEFAULT_BATCH_SIZE = 32
 
 
 class OnnxMiniLMEmbedder:
-    """Mean-pooled, L2-normalised sentence embeddings; loads the session and tokenizer on construction."""
+    """Mean-pooled, L2-normalised sentence embeddings; loads the session(s) and tokenizer on construction.
+
+    With ``sessions`` > 1, that many ``embed`` calls from different threads run at once, each on its
+    own session (the batch worker: one single-thread session per core, which keeps going when
+    another process takes a core, unlike threads of one session that wait for each other).
+    """
 
     name: str = LOCAL_EMBEDDING_MODEL_NAME
     native_dims: int = NATIVE_DIMS
 
-    def __init__(self, *, threads: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(self, *, threads: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, sessions: int = 1) -> None:
         try:
             import onnxruntime as ort
             from tokenizers import Tokenizer
@@ -50,14 +55,17 @@ class OnnxMiniLMEmbedder:
         # Idle threads must not spin: on a small machine they would steal the cores from the LLM
         # (same process) right after each embeddings run.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session: Any = ort.InferenceSession(
-            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-        self._input_names = {i.name for i in self._session.get_inputs()}
+        # A session is thread-safe, but two runs on one would just fight over its threads: each run takes
+        # a session of its own from the pool.
+        self._sessions: queue.Queue[Any] = queue.Queue()
+        for _ in range(max(1, sessions)):
+            self._sessions.put(ort.InferenceSession(str(model_path), sess_options=options,
+                                                    providers=["CPUExecutionProvider"]))
+        first = self._sessions.get()
+        self._input_names = {i.name for i in first.get_inputs()}
+        self._sessions.put(first)
         self._tokenizer = tokenizer
         self._batch_size = max(1, batch_size)
-        # An InferenceSession is thread-safe but two concurrent runs would just fight over the cores.
-        self._lock = threading.Lock()
 
     def embed(self, texts: list[str], dimensions: int | None = None) -> EmbeddingOutput:
         check_dimensions(dimensions, self.native_dims)
@@ -82,8 +90,11 @@ class OnnxMiniLMEmbedder:
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)
-        with self._lock:
-            hidden = self._session.run(["last_hidden_state"], feeds)[0]
+        session = self._sessions.get()
+        try:
+            hidden = session.run(["last_hidden_state"], feeds)[0]
+        finally:
+            self._sessions.put(session)
         weights = mask[..., None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         return _renormalise(pooled), [int(n) for n in mask.sum(axis=1)]

@@ -32,13 +32,23 @@ from batch_assets.local.models import LocalModels
 
 Answer = tuple[int, dict[str, Any]]  # HTTP status, response body
 
-__all__ = ["Answer", "InvalidRequest", "answer_one", "answer_usage", "chat_complete", "embed_many", "error_body"]
+__all__ = ["Answer", "InvalidRequest", "answer_one", "answer_usage", "chat_complete", "embed_many", "engine_failure",
+           "error_body"]
 
 CHAT_ROLES = ("system", "developer", "user", "assistant")
 
 
 def _invalid(exc: InvalidRequest) -> Answer:
     return exc.status, exc.body()
+
+
+def engine_failure(exc: BaseException) -> Answer:
+    """A 500 for a request the model code failed on, so it fails alone instead of taking the batch
+    (or the worker) down with it."""
+    return 500, error_body(
+        f"The local engine failed on this request ({type(exc).__name__}: {exc}). The other requests are not "
+        "affected; sending it again fails the same way unless the request changes.",
+        type_="server_error", code="engine_error")
 
 
 def _require_model(body: dict[str, Any]) -> None:
@@ -83,6 +93,8 @@ def embed_many(models: LocalModels, bodies: list[dict[str, Any]]) -> list[Answer
             by_dims[_dimensions(body, models.embedder.native_dims)].append((index, inputs))
         except InvalidRequest as exc:
             answers[index] = _invalid(exc)
+        except Exception as exc:
+            answers[index] = engine_failure(exc)
     for dims, requests in by_dims.items():
         texts = [text for _, inputs in requests for text in inputs]
         try:
@@ -90,6 +102,14 @@ def embed_many(models: LocalModels, bodies: list[dict[str, Any]]) -> list[Answer
         except ValueError as exc:
             for index, _ in requests:
                 answers[index] = (400, error_body(str(exc)))
+            continue
+        except Exception as exc:
+            if len(requests) == 1:
+                answers[requests[0][0]] = engine_failure(exc)
+                continue
+            # Find the request the model fails on: every other one still gets its answer.
+            for index, _ in requests:
+                answers[index] = embed_many(models, [bodies[index]])[0]
             continue
         offset = 0
         for index, inputs in requests:
@@ -137,12 +157,21 @@ def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
                                 " (the local engine runs no tools, so no 'tool' messages)")
         content = message.get("content")
         if isinstance(content, list):  # content parts: keep the text ones
-            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+            content = "".join(_part_text(part, f"{where}.content[{i}]") for i, part in enumerate(content))
         if not isinstance(content, str):
             raise invalid_type(f"{where}.content", "one of a string or array of objects", content)
         role = "system" if message["role"] == "developer" else message["role"]
         cleaned.append({"role": role, "content": content})
     return cleaned
+
+
+def _part_text(part: Any, where: str) -> str:
+    if not isinstance(part, dict):
+        raise invalid_type(where, "an object", part)
+    text = part.get("text", "")
+    if not isinstance(text, str):
+        raise invalid_type(f"{where}.text", "a string", text)
+    return text
 
 
 def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -164,6 +193,7 @@ def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def chat_complete(models: LocalModels, body: dict[str, Any]) -> Answer:
+    """Answers one chat request; never raises: a bad request is a 400, a model failure a 500."""
     try:
         _require_model(body)
         messages = _messages(body)
@@ -179,12 +209,16 @@ def chat_complete(models: LocalModels, body: dict[str, Any]) -> Answer:
         response_format = _response_format(body)
     except InvalidRequest as exc:
         return _invalid(exc)
+    except Exception as exc:  # a shape the checks above did not foresee
+        return engine_failure(exc)
     try:
         output = models.chat.complete(
             messages, max_tokens=max_tokens, temperature=temperature, seed=seed, response_format=response_format,
         )
     except ValueError as exc:  # e.g. a prompt longer than the context, or a schema llama.cpp rejects
         return 400, error_body(str(exc))
+    except Exception as exc:
+        return engine_failure(exc)
     return 200, {
         "id": f"chatcmpl-{secrets.token_hex(12)}",
         "object": "chat.completion",
@@ -221,10 +255,12 @@ def answer_one(models: LocalModels, endpoint: str, body: dict[str, Any]) -> Answ
     to_chat, from_chat = _CONVERSIONS[endpoint]
     try:
         chat_body = to_chat(body)
+        status, answer = chat_complete(models, chat_body)
+        return (status, from_chat(answer, body)) if status == 200 else (status, answer)
     except InvalidRequest as exc:
         return _invalid(exc)
-    status, answer = chat_complete(models, chat_body)
-    return (status, from_chat(answer, body)) if status == 200 else (status, answer)
+    except Exception as exc:
+        return engine_failure(exc)
 
 
 def answer_usage(answer: Answer) -> tuple[int, int]:

@@ -1,13 +1,20 @@
 """SmolLM2-135M-Instruct (Q4_1 GGUF) on llama.cpp through xllamacpp: the real local chat model.
 
 xllamacpp embeds llama.cpp's own server (``xllamacpp.Server``): we call its chat-completions
-handler in-process with an OpenAI-shaped request dict, so the chat template, sampling, usage counts
-and ``response_format`` (JSON schema -> grammar via LLGuidance) are llama.cpp's, not ours.
+handler in-process with an OpenAI-shaped request dict, so the chat template, sampling and usage
+counts are llama.cpp's, not ours. A JSON schema becomes an LLGuidance grammar without free
+whitespace (see :func:`compact_json_grammar`).
+
+Several engines (one per core, one thread each) with several slots each run calls from many
+threads at once: llama.cpp batches the slots of an engine into one forward pass.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import re
 import secrets
 import threading
 from typing import Any
@@ -25,33 +32,22 @@ DEFAULT_CONTEXT = 2048
 
 
 class SmolLM2Chat:
-    """A loaded llama.cpp engine (one slot); ``complete`` calls are serialised with a lock."""
+    """Loaded llama.cpp engines. ``complete`` may be called from many threads: each call goes to the
+    engine with the fewest calls in flight, whose slots run up to ``slots`` of them together."""
 
     name: str = LOCAL_CHAT_MODEL_NAME
 
-    def __init__(self, *, threads: int | None = None, n_ctx: int = DEFAULT_CONTEXT) -> None:
+    def __init__(self, *, threads: int | None = None, n_ctx: int = DEFAULT_CONTEXT, engines: int = 1,
+                 slots: int = 1) -> None:
         try:
             import xllamacpp
         except ImportError as exc:
             raise LocalModelsUnavailable.missing(f"xllamacpp ({exc})") from exc
-        params = xllamacpp.CommonParams()
-        params.model.path = str(package_file(GGUF_PACKAGE, GGUF_FILE))
-        params.n_ctx = n_ctx
-        params.n_parallel = 1  # one slot: we serialise calls anyway, and the slot gets the whole context
+        if engines < 1 or slots < 1:
+            raise ValueError("engines and slots must be at least 1")
         n_threads = threads or default_threads()
-        params.cpuparams.n_threads = n_threads
-        params.cpuparams_batch.n_threads = n_threads
-        params.verbosity = 0  # llama.cpp's own logger: 0 silences its info lines on stderr
-        params.cache_ram_mib = 256  # prompt cache across calls (a shared system prompt is reused)
-        # The embedded server always listens on a random 127.0.0.1 port as well (it cannot be turned
-        # off). Lock it with a key nobody knows: our in-process calls do not go through HTTP.
-        params.api_keys = [secrets.token_hex(16)]
-        params.ui = False
-        params.endpoint_slots = False
-        try:
-            self._server: Any = xllamacpp.Server(params)
-        except RuntimeError as exc:
-            raise LocalModelsUnavailable(f"llama.cpp could not load {params.model.path}: {exc}") from exc
+        self._servers: list[Any] = [_load_engine(xllamacpp, n_threads, n_ctx, slots) for _ in range(engines)]
+        self._in_flight = [0] * engines
         self.n_ctx = n_ctx
         self._lock = threading.Lock()
 
@@ -81,10 +77,16 @@ class SmolLM2Chat:
         if response_format is not None:
             request.update(_response_format(response_format))
         with self._lock:
-            server = self._server
-            if server is None:
+            if not self._servers:
                 raise RuntimeError("SmolLM2Chat is closed")
-            result = server.handle_chat_completions(request)  # ValueError on an unusable schema
+            engine = min(range(len(self._servers)), key=self._in_flight.__getitem__)
+            server = self._servers[engine]
+            self._in_flight[engine] += 1
+        try:
+            result = server.handle_chat_completions(request)
+        finally:
+            with self._lock:
+                self._in_flight[engine] -= 1
         if "error" in result:
             error = result["error"]
             message = f"{error.get('type', 'error')}: {error.get('message', error)}"
@@ -102,7 +104,7 @@ class SmolLM2Chat:
     def close(self) -> None:
         """Stops the engine thread and frees the model (also happens when the object is collected)."""
         with self._lock:
-            self._server = None
+            self._servers = []
 
 
 def default_threads() -> int:
@@ -128,5 +130,64 @@ def _response_format(response_format: dict) -> dict[str, Any]:
         spec = response_format.get("json_schema")
         if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
             raise ValueError("response_format json_schema needs json_schema.schema (an object)")
-        return {"json_schema": spec["schema"]}
+        return {"grammar": compact_json_grammar(json.dumps(spec["schema"], sort_keys=False))}
     raise ValueError(f"unsupported response_format type {kind!r} (text, json_object or json_schema)")
+
+
+def _load_engine(xllamacpp: Any, threads: int, n_ctx: int, slots: int) -> Any:
+    params = xllamacpp.CommonParams()
+    params.model.path = str(package_file(GGUF_PACKAGE, GGUF_FILE))
+    # Each slot gets the whole context (n_ctx is split between slots): a long prompt fits in any slot.
+    params.n_ctx = n_ctx * slots
+    params.n_parallel = slots
+    params.kv_unified = False
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.verbosity = 0  # llama.cpp's own logger: 0 silences its info lines on stderr
+    params.cache_ram_mib = 256  # prompt cache across calls (a shared system prompt is reused)
+    # The embedded server always listens on a random 127.0.0.1 port as well (it cannot be turned
+    # off). Lock it with a key nobody knows: our in-process calls do not go through HTTP.
+    params.api_keys = [secrets.token_hex(16)]
+    params.ui = False
+    params.endpoint_slots = False
+    try:
+        return xllamacpp.Server(params)
+    except RuntimeError as exc:
+        raise LocalModelsUnavailable(f"llama.cpp could not load {params.model.path}: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=64)
+def compact_json_grammar(schema_json: str) -> str:
+    """The grammar for a JSON schema, with no free whitespace between tokens.
+
+    llama.cpp turns a request's ``json_schema`` into a grammar that allows newlines and indentation
+    between tokens; the small model pads with them and runs out of ``max_tokens`` mid-JSON. As a
+    ``grammar``, LLGuidance honours its ``x-guidance`` options, and ``whitespace_flexible: false``
+    forces compact JSON. Objects that list ``properties`` and say nothing of ``additionalProperties``
+    are closed, as OpenAI's strict mode requires: without the way out that free whitespace gave, the
+    small model otherwise invents keys until ``max_tokens``. A schema the converter cannot take (too
+    deep, malformed) raises ValueError.
+    """
+    import xllamacpp
+
+    try:
+        schema = _closed_objects(json.loads(schema_json))
+        schema["x-guidance"] = {**schema.get("x-guidance", {}), "whitespace_flexible": False}
+        grammar: str = xllamacpp.json_schema_to_grammar(json.dumps(schema))
+    except (TypeError, ValueError, RuntimeError, RecursionError) as exc:
+        raise ValueError(f"response_format's JSON schema could not be turned into a grammar: {exc}") from exc
+    if not grammar.startswith("%llguidance"):
+        # A llama.cpp built without LLGuidance writes GBNF: drop its optional whitespace rule's choices.
+        grammar = re.sub(r"(?m)^space ::= .*$", 'space ::= ""', grammar)
+    return grammar
+
+
+def _closed_objects(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_closed_objects(part) for part in schema]
+    if not isinstance(schema, dict):
+        return schema
+    closed = {key: _closed_objects(value) for key, value in schema.items()}
+    if "properties" in closed and "additionalProperties" not in closed:
+        closed["additionalProperties"] = False
+    return closed

@@ -114,7 +114,9 @@ def _fake_object(schema: dict, key_text: str) -> dict[str, Any]:
 
 class LocalModels:
     """Lazily loads each model on first use (loading the LLM costs ~1 s; an embeddings-only batch
-    must not load it). Safe to share between threads."""
+    must not load it). Safe to share between threads. ``chat_engines`` x ``chat_slots`` chat calls
+    and ``embed_sessions`` embeddings calls run at once (the batch worker uses one engine and one
+    session per core); the default is one at a time."""
 
     def __init__(
         self,
@@ -122,12 +124,18 @@ class LocalModels:
         *,
         embed_threads: int | None = None,
         chat_threads: int | None = None,
+        chat_engines: int = 1,
+        chat_slots: int = 1,
+        embed_sessions: int = 1,
     ) -> None:
         if not is_model_backend(backend):
             raise ValueError(f"backend must be 'real' or 'fake', got {backend!r}")
         self.backend = backend
         self._embed_threads = embed_threads
         self._chat_threads = chat_threads
+        self._chat_engines = chat_engines
+        self._chat_slots = chat_slots
+        self._embed_sessions = embed_sessions
         self._embedder: EmbeddingModel | None = None
         self._chat: ChatModel | None = None
         self._lock = threading.Lock()
@@ -147,7 +155,7 @@ class LocalModels:
                 return FakeEmbedder()
             from batch_assets.local.embedder import OnnxMiniLMEmbedder
 
-            return OnnxMiniLMEmbedder(threads=self._embed_threads)
+            return OnnxMiniLMEmbedder(threads=self._embed_threads, sessions=self._embed_sessions)
 
         return self._loaded("_embedder", load)
 
@@ -158,7 +166,7 @@ class LocalModels:
                 return FakeChat()
             from batch_assets.local.llm import SmolLM2Chat
 
-            return SmolLM2Chat(threads=self._chat_threads)
+            return SmolLM2Chat(threads=self._chat_threads, engines=self._chat_engines, slots=self._chat_slots)
 
         return self._loaded("_chat", load)
 

@@ -63,6 +63,14 @@ CREATE TABLE IF NOT EXISTS items (
     result TEXT NOT NULL,
     PRIMARY KEY (batch_id, line_no)
 );
+-- How often a worker started an item that has no result yet: an item that kills the worker
+-- process (a crash inside the model) is answered with an error instead of being tried forever.
+CREATE TABLE IF NOT EXISTS item_starts (
+    batch_id TEXT NOT NULL,
+    line_no INTEGER NOT NULL,
+    starts INTEGER NOT NULL,
+    PRIMARY KEY (batch_id, line_no)
+);
 """
 
 # Columns added after the first release: a state folder made before them gets them on open.
@@ -301,6 +309,12 @@ class StateStore:
         rows = [dict(r) for r in self.read(sql, tuple(params))]
         return rows[:limit], len(rows) > limit
 
+    def active_batch_rows(self) -> list[dict[str, Any]]:
+        """Every unfinished batch, oldest first."""
+        marks = ",".join("?" * len(_ACTIVE_STATUSES))
+        return [dict(r) for r in self.read(f"SELECT * FROM batches WHERE status IN ({marks}) ORDER BY seq",
+                                           _ACTIVE_STATUSES)]
+
     def next_active_batch_id(self) -> str | None:
         marks = ",".join("?" * len(_ACTIVE_STATUSES))
         rows = self.read(f"SELECT id FROM batches WHERE status IN ({marks}) ORDER BY seq LIMIT 1", _ACTIVE_STATUSES)
@@ -346,6 +360,18 @@ class StateStore:
                 " input_tokens = input_tokens + ?, output_tokens = output_tokens + ? WHERE id = ?",
                 (succeeded, len(results) - succeeded, usage[0], usage[1], batch_id),
             )
+
+    def mark_started(self, started: list[tuple[str, int]]) -> None:
+        """Counts a start of each (batch id, line number) about to run."""
+        with self.transaction() as con:
+            con.executemany(
+                "INSERT INTO item_starts (batch_id, line_no, starts) VALUES (?, ?, 1)"
+                " ON CONFLICT (batch_id, line_no) DO UPDATE SET starts = starts + 1", started)
+
+    def item_starts(self, batch_id: str) -> dict[int, int]:
+        """How often each line of a batch was started (lines never started are absent)."""
+        return {row[0]: row[1] for row in self.read("SELECT line_no, starts FROM item_starts WHERE batch_id = ?",
+                                                    (batch_id,))}
 
     def iter_item_results(self, batch_id: str, *, succeeded: bool) -> Iterator[str]:
         cursor = self._connection().execute(

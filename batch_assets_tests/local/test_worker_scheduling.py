@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from batch_assets.batching.requests import json_schema_response_format, label_schema
-from batch_assets.local.config import EngineConfig
+from batch_assets.local.config import EngineConfig, FaultConfig
 from batch_assets.local.models import LocalModels
 from batch_assets.local.runner import MAX_STARTS_WITHOUT_RESULT, BatchRunner
 from batch_assets.local.store import StateStore
@@ -195,7 +195,7 @@ def test_a_forced_expiry_cuts_an_embeddings_chunk(tmp_path: Path) -> None:
     store.file_path("file-emb").write_bytes(write_jsonl(tmp_path / "e.jsonl", embedding_lines(
         [f"text {i}" for i in range(10)])).read_bytes())
     store.add_file("file-emb", "e.jsonl", "batch")
-    config = EngineConfig(state_dir=store.state_dir, model_backend="fake").with_faults(expire_after_items=4)
+    config = EngineConfig(state_dir=store.state_dir, model_backend="fake", faults=FaultConfig(expire_after_items=4))
     batch_id = str(store.add_batch(endpoint="/v1/embeddings", input_file_id="file-emb", completion_window="24h",
                                    window_seconds=3600, metadata=None, settings=config.batch_settings())["id"])
     runner = BatchRunner(store, embedding_chunk=8)

@@ -14,7 +14,7 @@ the collect runs as usual and the backfill ends as Dagster judges it; the run sa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import dagster as dg
 from dagster._core.events import DagsterEvent
@@ -82,6 +82,20 @@ def queue_collect_in_backfill(context: dg.AssetExecutionContext, job_name: str, 
     instance.report_dagster_event(DagsterEvent.job_enqueue(queued), run_id=queued.run_id)
     return (f"queued {job_name} for {month[:7]} in backfill {backfill_id} (run {queued.run_id}), held until the "
             "batches end: the batch sensor releases it, and the backfill completes when it has run")
+
+
+def release_settled(instance: dg.DagsterInstance, is_settled: Callable[[str, str], bool]) -> list[str]:
+    """Releases held collect runs whose month has settled (`is_settled(pipeline, month)`: nothing of it runs or waits
+    any more, so no collect will come due to release them): a collect launched in the instant between a backfill
+    run's skip and its queueing of the held run. What was released, as "pipeline month" lines."""
+    released = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED],
+                                                       tags={GATE_TAG: GATE_HELD})):
+        pipeline, _, month = run.tags.get(COLLECT_FOR_TAG, "").partition(":")
+        if pipeline and month and is_settled(pipeline, month):
+            instance.add_run_tags(run.run_id, {GATE_TAG: GATE_RELEASED})
+            released.append(f"{pipeline} {month[:7]}")
+    return released
 
 
 def release_held_collect(instance: dg.DagsterInstance, pipeline: str, month: str) -> tuple[bool, bool]:

@@ -12,13 +12,15 @@ from typing import Any
 import dagster as dg
 import orjson
 
-from batch_assets.defs.backfill_handoff import COLLECT_FOR_TAG, collect_for, release_held_collect
+from batch_assets.defs.backfill_handoff import COLLECT_FOR_TAG, collect_for, release_held_collect, release_settled
 from batch_assets.defs.factory import PROGRESS_CHECK
 from batch_assets.defs.resources import BatchAPIResource, LedgerResource
 from batch_assets.ledger.store import MonthState
 from batch_assets.pipelines.monitor import advance
 from batch_assets.pipelines.spec import PipelineSpec
 
+# Months nothing of which runs or waits any more: no collect will come due for them.
+_SETTLED = frozenset({MonthState.DONE, MonthState.DONE_WITH_FAILURES, MonthState.CANCELLED})
 # Months whose ledger row changed this long before the last tick are looked at again (clock skew, slow ticks).
 _CHANGE_MARGIN_SECONDS = 60.0
 
@@ -49,6 +51,11 @@ def build_batch_sensor(pipelines: Sequence[PipelineSpec], jobs: Mapping[str, Map
             decisions = advance(batch_api.client(), led, now=started, stall_after_seconds=stall_after_hours * 3600,
                                 changed_since=cursor.get("last_tick", 0.0) - _CHANGE_MARGIN_SECONDS,
                                 enqueued_token_limits=enqueued_token_limits)
+
+            def settled(pipeline: str, month: str) -> bool:
+                record = led.month(pipeline, month)
+                return record is None or record.state in _SETTLED
+            released = release_settled(context.instance, settled)
         events: list[dg.AssetObservation | dg.AssetCheckEvaluation] = []
         waiting = []
         for progress in decisions.progress:
@@ -79,7 +86,6 @@ def build_batch_sensor(pipelines: Sequence[PipelineSpec], jobs: Mapping[str, Map
                     partition=stall.file.month, severity=dg.AssetCheckSeverity.WARN,
                     description=stall.describe(), metadata={"batch_id": stall.file.batch_id}))
         run_requests = []
-        released = []
         for due in decisions.collect:
             if due.pipeline not in specs:
                 continue

@@ -7,9 +7,9 @@ Seeds a month the way the platform leaves it when its batches have ended: the mo
 warehouse, its plan from `plan_month` (request files, ledger, batch_requests), and for every request file a
 completed batch on the local Batch API whose output file holds one answer per request (chat: a short JSON label;
 embeddings: 1536 floats). Then, each case in its own process on a copy of that state:
-  - ours: what the `<p>_results` and `<p>` assets run: `collect_month` (download through the SDK, parse,
-    outcomes and costs in DuckDB, the ledger) then `month_report` + `output_rows` + the output table's
-    `replace_partition`;
+  - ours: what the collect job's two steps run, each in a process of its own as Dagster runs them: the
+    `<p>_results` asset's `collect_month` (download through the SDK, parse, outcomes and costs in DuckDB, the
+    ledger), then the `<p>` asset's `month_report` + `write_output_rows`; seconds added, peak RSS the larger;
   - baseline: download the same files, a `json.loads` loop building the same outcome, cost and output rows,
     then the same DuckDB writes.
 Target: ours >= 5x faster than the baseline at 1M chat lines and at 50k x 1536 embeddings; peak RSS <= 1 GB.
@@ -34,18 +34,18 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 import polars as pl  # noqa: E402
-from workload import MONTH, Measured, items_frame, machine, mb, measure, report, shipped_specs  # noqa: E402
+from workload import MONTH, Measured, items_frame, machine, mb, measure, open_ledger, report, shipped_specs  # noqa: E402
 
 from batch_assets import warehouse  # noqa: E402
 from batch_assets.batching.client import BatchClient  # noqa: E402
 from batch_assets.batching.pricing import actual_cost  # noqa: E402
-from batch_assets.ledger.store import FileState, Ledger, MonthState, PlanState  # noqa: E402
+from batch_assets.ledger.store import FileState, MonthState, PlanState  # noqa: E402
 from batch_assets.local.api import LocalBatchAPI  # noqa: E402
 from batch_assets.local.config import EngineConfig  # noqa: E402
 from batch_assets.local.store import new_id  # noqa: E402
 from batch_assets.local.transport import local_openai_client  # noqa: E402
 from batch_assets.pipelines.collect import collect_month, month_report  # noqa: E402
-from batch_assets.pipelines.outputs import output_rows  # noqa: E402
+from batch_assets.pipelines.outputs import write_output_rows  # noqa: E402
 from batch_assets.pipelines.plan import plan_month  # noqa: E402
 from batch_assets.pipelines.spec import PipelineSpec, SubmissionSettings  # noqa: E402
 from batch_assets.warehouse.items import BATCH_SOURCE, plan_items  # noqa: E402
@@ -87,7 +87,7 @@ def seed(state: Path, spec: PipelineSpec, n: int) -> None:
     con = warehouse.connect(state / "warehouse.duckdb", tables=[declaration] if declaration else [])
     api = LocalBatchAPI(EngineConfig(state_dir=state / "local_api", model_backend="fake"))
     rng = np.random.default_rng(7)
-    with Ledger.at(state) as ledger:
+    with open_ledger(state) as ledger:
         warehouse.replace_partition(con, spec.source, MONTH, items)
         planned = plan_month(spec, SubmissionSettings(spec.defaults), items, MONTH, ledger=ledger, con=con,
                              requests_dir=state / "requests", results_dir=state / "results")
@@ -121,10 +121,11 @@ def seed(state: Path, spec: PipelineSpec, n: int) -> None:
     con.close()
 
 
-def run_ours(spec: PipelineSpec, state: Path) -> None:
-    def ours() -> dict[str, float]:
+def run_results_step(spec: PipelineSpec, state: Path) -> None:
+    """What the `<p>_results` asset runs, in a process of its own (Dagster runs each step in its own process)."""
+    def results_step() -> dict[str, float]:
         client = BatchClient(local_openai_client(EngineConfig(state_dir=state / "local_api", model_backend="fake")))
-        with client, Ledger.at(state) as ledger:
+        with client, open_ledger(state) as ledger:
             declaration = spec.output_table_declaration()
             con = warehouse.connect(state / "warehouse.duckdb", tables=[declaration] if declaration else [])
             try:
@@ -133,16 +134,29 @@ def run_ours(spec: PipelineSpec, state: Path) -> None:
                                           results_dir=state / "results", requests_dir=state / "requests",
                                           source_item_ids=source[spec.item_id_column])
                 assert collected.report is not None and not collected.pending, collected.message
-                items = warehouse.read_table(con, spec.source, MONTH)
+            finally:
+                con.close()
+        return {"items": collected.report.n_items}
+
+    report(results_step)
+
+
+def run_output_step(spec: PipelineSpec, state: Path) -> None:
+    """What the `<p>` output asset runs, in a process of its own."""
+    def output_step() -> dict[str, float]:
+        with open_ledger(state) as ledger:
+            declaration = spec.output_table_declaration()
+            con = warehouse.connect(state / "warehouse.duckdb", tables=[declaration] if declaration else [])
+            try:
                 current = month_report(ledger, con, spec.name, MONTH)
                 assert current.settings is not None
-                rows = output_rows(spec, current.settings, items, current.classified, MONTH, state / "results")
-                written = warehouse.replace_partition(con, spec.output_table, MONTH, rows)
+                written = write_output_rows(con, spec, current.settings, current.classified, MONTH,
+                                            state / "results")
             finally:
                 con.close()
         return {"rows": written}
 
-    report(ours)
+    report(output_step)
 
 
 def run_baseline(spec: PipelineSpec, state: Path) -> None:
@@ -152,7 +166,7 @@ def run_baseline(spec: PipelineSpec, state: Path) -> None:
         declaration = spec.output_table_declaration()
         con = warehouse.connect(state / "warehouse.duckdb", tables=[declaration] if declaration else [])
         written = 0
-        with client, Ledger.at(state) as ledger:
+        with client, open_ledger(state) as ledger:
             for stored in ledger.files(pipeline=spec.name, month=MONTH.isoformat()):
                 batch = client.retrieve(stored.batch_id or "")
                 path = state / "downloads" / f"{batch.id}.jsonl"
@@ -228,14 +242,25 @@ def run_baseline(spec: PipelineSpec, state: Path) -> None:
     report(baseline)
 
 
-def case(pipeline: str, mode: str, template: Path) -> None:
-    spec = shipped_specs()[pipeline]
+STEPS = {"baseline": run_baseline, "results": run_results_step, "output": run_output_step}
+OURS = ("results", "output")  # the collect job's two steps, in order
+
+
+def case(pipeline: str, mode: str, state: Path) -> None:
+    STEPS[mode](shipped_specs()[pipeline], state)
+
+
+def run_on_copy(script: Path, pipeline: str, modes: tuple[str, ...], template: Path) -> Measured:
+    """The steps `modes` one after another, each in a fresh process, on one copy of the seeded state: the
+    seconds add up, the peak RSS is the largest step's."""
     work = Path(tempfile.mkdtemp(prefix="bench_collect_"))
     try:
         shutil.copytree(template, work, dirs_exist_ok=True)
-        (run_ours if mode == "ours" else run_baseline)(spec, work)
+        steps = [measure(script, ["--case", f"{pipeline}:{mode}:{work}"]) for mode in modes]
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return Measured(sum(m.seconds for m in steps), sum(m.cpu_seconds for m in steps),
+                    max(m.peak_rss for m in steps), max(m.base_rss for m in steps), {})
 
 
 def main() -> None:
@@ -261,8 +286,8 @@ def main() -> None:
             size = sum(p.stat().st_size for p in (template / "local_api" / "files").iterdir())
             runs: dict[str, list[Measured]] = {"baseline": [], "ours": []}
             for _ in range(args.repeats):
-                for mode in runs:
-                    runs[mode].append(measure(script, ["--case", f"{pipeline}:{mode}:{template}"]))
+                runs["baseline"].append(run_on_copy(script, pipeline, ("baseline",), template))
+                runs["ours"].append(run_on_copy(script, pipeline, OURS, template))
             baseline = statistics.median(m.seconds for m in runs["baseline"])
             ours = statistics.median(m.seconds for m in runs["ours"])
             peak = max(m.peak_rss for m in runs["ours"])

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable from a checkout, installed or not
 
 from batch_assets.batching.client import BatchClient  # noqa: E402
-from batch_assets.ledger.store import FileState, Ledger, MonthState, NewFile, PlanKind, PlanState  # noqa: E402
+from batch_assets.ledger.store import FileState, Ledger, MonthState, NewFile, PlanKind, PlanState, ledger_url  # noqa: E402
 from batch_assets.local.api import LocalBatchAPI  # noqa: E402
 from batch_assets.local.config import EngineConfig  # noqa: E402
 from batch_assets.local.store import new_id  # noqa: E402
@@ -40,6 +40,10 @@ PIPELINES = ("embeddings", "sentiment", "reports", "titles")
 FILES_PER_MONTH = 3
 OTHER_NEWER_BATCHES = 1000
 DISCOVERY_LIMIT_SECONDS = 2.0
+
+
+def _ledger(data_dir: Path) -> Ledger:
+    return Ledger(ledger_url(data_dir, env={}))
 
 
 def _insert_batches(api: LocalBatchAPI, n: int) -> list[str]:
@@ -57,7 +61,7 @@ def seed(state: Path, n_months: int) -> int:
     """The ledger and the local API's state under ``state``; returns how many batches the sensor tracks."""
     api = LocalBatchAPI(EngineConfig(state_dir=state / "local_api", model_backend="fake"))
     tracked = 0
-    with Ledger.at(state) as ledger:
+    with _ledger(state) as ledger:
         for i in range(n_months):
             pipeline = PIPELINES[i % len(PIPELINES)]
             k = i // len(PIPELINES)
@@ -89,7 +93,7 @@ def tick(template: Path, *, fresh_cursor: bool) -> tuple[float, int, int]:
     try:
         shutil.copytree(template, work, dirs_exist_ok=True)
         client = BatchClient(local_openai_client(EngineConfig(state_dir=work / "local_api", model_backend="fake")))
-        with client, Ledger.at(work) as ledger:
+        with client, _ledger(work) as ledger:
             start = time.perf_counter()
             decisions = advance(client, ledger, changed_since=-1.0 if fresh_cursor else time.time())
             seconds = time.perf_counter() - start

@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 import yaml
 
+from batch_assets.ledger.store import Ledger, ledger_url
 from batch_assets.pipelines.catalog import PIPELINES
 from batch_assets.pipelines.declared import PipelineDeclaration
 from batch_assets.pipelines.spec import PipelineSpec
@@ -26,6 +27,11 @@ from batch_assets.sources import rotten_tomatoes_documents
 ROOT = Path(__file__).resolve().parents[1]
 MONTH = date(2024, 3, 1)
 PIPELINE_NAMES = ("embeddings", "sentiment", "reports", "titles")
+
+
+def open_ledger(data_dir: Path) -> Ledger:
+    """The ledger a data folder holds (SQLite beside the warehouse), whatever BATCH_ASSETS_LEDGER_URL says."""
+    return Ledger(ledger_url(data_dir, env={}))
 
 
 def shipped_specs() -> dict[str, PipelineSpec]:

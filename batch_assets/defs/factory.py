@@ -27,7 +27,7 @@ from batch_assets.ledger.store import FileState
 from batch_assets.pipelines.accounting import ItemState, MonthReport
 from batch_assets.pipelines.budget import BudgetExceeded
 from batch_assets.pipelines.collect import collect_month, month_report
-from batch_assets.pipelines.outputs import output_rows
+from batch_assets.pipelines.outputs import write_output_rows
 from batch_assets.pipelines.plan import month_key, plan_month
 from batch_assets.pipelines.spec import BudgetPolicy, PipelineSpec, RetryPolicy, SubmissionSettings
 from batch_assets.pipelines.submit import submit_month
@@ -309,13 +309,12 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
                ledger: LedgerResource) -> dg.MaterializeResult:
         month = partition_month(context)
         with warehouse_db.connect() as con, ledger.open() as led:
-            items = warehouse.read_table(con, spec.source, month)
             current = month_report(led, con, spec.name, month)
             if current.report is None or current.settings is None:
                 raise dg.Failure(f"{spec.output_table} {month:%Y-%m}: {current.message}; materialize "
                                  f"{spec.requests_asset} and {spec.batches_asset} for the month first")
-            rows = output_rows(spec, current.settings, items, current.classified, month, warehouse_db.results_dir)
-            written = warehouse.replace_partition(con, spec.output_table, month, rows)
+            written = write_output_rows(con, spec, current.settings, current.classified, month,
+                                        warehouse_db.results_dir)
             check_results = []
             for check in spec.checks:
                 outcome = check.run(con, month)

@@ -95,11 +95,24 @@ def parse_label(content: str | None, labels: tuple[str, ...]) -> str | None:
     return label if label in labels else None
 
 
+def parse_labels(contents: pl.Series, labels: tuple[str, ...]) -> pl.Series:
+    """`parse_label` over a column: compact answers (`{"label":"x"}`, what structured output sends) by lookup,
+    only the others through Python."""
+    compact = {orjson.dumps({"label": label}).decode(): label for label in labels}
+    looked_up = contents.replace_strict(compact, default=None, return_dtype=pl.String)
+    others = looked_up.is_null() & contents.is_not_null()
+    if not others.any():
+        return looked_up.rename("label")
+    # A comprehension, not map_elements: polars calls back into Python per row either way, this costs less.
+    slow = [parse_label(c, labels) if other else label
+            for c, label, other in zip(contents.to_list(), looked_up.to_list(), others.to_list(), strict=True)]
+    return pl.Series("label", slow, dtype=pl.String)
+
+
 def _label_rows(joined: pl.DataFrame, settings: PipelineSettings) -> pl.DataFrame:
     labels = settings.labels or SENTIMENT_LABELS
     done = _succeeded(joined)
-    # A comprehension, not map_elements: polars calls back into Python per row either way, this costs less.
-    parsed = pl.Series("label", [parse_label(c, labels) for c in done["content"].to_list()], dtype=pl.String)
+    parsed = parse_labels(done["content"], labels)
     return done.select(
         pl.col("item_id").alias("document_id"),
         pl.col("response_model").alias("model"),

@@ -10,6 +10,8 @@ batch's rows, so collecting twice changes nothing and every attempt is kept.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -105,12 +107,15 @@ def collect_month(client: BatchClient, ledger: Ledger, con: duckdb.DuckDBPyConne
     collected: list[BatchCollected] = []
     pending: list[str] = []
     for plan in open_plans:
+        ended: list[tuple[StoredFile, Batch]] = []
         for stored in ledger.files(plan_id=plan.plan_id, states=(FileState.SUBMITTED, FileState.ENDED)):
             batch = client.retrieve(stored.batch_id or "")
             if batch.status not in TERMINAL_BATCH_STATUSES:
                 pending.append(batch.id)
                 continue
-            collected.append(_collect_batch(client, ledger, con, plan, stored, batch, work_dir, results_dir))
+            ended.append((stored, batch))
+        if ended:
+            collected.extend(_collect_batches(client, ledger, con, plan, ended, work_dir, results_dir))
         if record.cancel_requested:
             _cancel_unsubmitted(ledger, con, plan)
         if not ledger.files(plan_id=plan.plan_id, states=tuple(s for s in FileState if s not in (
@@ -143,13 +148,60 @@ def month_report(ledger: Ledger, con: duckdb.DuckDBPyConnection, pipeline: str, 
     return CollectOutcome((), (), report, settings, classified=classified)
 
 
-# -- one batch ---------------------------------------------------------------------------------------------------
-def _collect_batch(client: BatchClient, ledger: Ledger, con: duckdb.DuckDBPyConnection, plan: StoredPlan,
-                   stored: StoredFile, batch: Batch, work_dir: Path, results_dir: Path) -> BatchCollected:
-    ledger.update_file(plan.plan_id, stored.sha256, state=FileState.ENDED, batch_status=batch.status,
-                       ended_at=stored.ended_at or time.time())
-    month = date.fromisoformat(stored.month)
+# -- ended batches ------------------------------------------------------------------------------------------------
+def _collect_batches(client: BatchClient, ledger: Ledger, con: duckdb.DuckDBPyConnection, plan: StoredPlan,
+                     ended: list[tuple[StoredFile, Batch]], work_dir: Path, results_dir: Path
+                     ) -> list[BatchCollected]:
+    """The plan's ended batches into the warehouse: each batch's payloads to its results Parquet file as it is
+    parsed, then every batch's outcome and cost rows in one write (one delete and one insert for the lot, not one
+    per batch), then the ledger. A crash before the ledger says collected only means collecting them again."""
+    now = time.time()
+    ledger.update_files([(plan.plan_id, stored.sha256, {
+        "state": FileState.ENDED, "batch_status": batch.status, "ended_at": stored.ended_at or now})
+        for stored, batch in ended])
+    month = date.fromisoformat(plan.month)
     work_dir.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=".outcomes-", dir=work_dir))
+    try:
+        collected, costs, outcome_files = [], [], []
+        for stored, batch in ended:
+            parsed = _parse_batch(client, con, plan, stored, batch, work_dir)
+            outcome_files.append(staged / f"{batch.id}.parquet")
+            try:
+                _write_parquet(parsed, results_dir / f"{batch.id}.parquet")
+                _write_parquet(parsed.select(*OUTCOME_COLUMNS, pl.lit(False).alias("final"),
+                                             pl.lit(stored.model).alias("requested_model"),
+                                             pl.lit(BATCH_SOURCE).alias("source")), outcome_files[-1])
+            except OSError as exc:
+                raise CollectError(
+                    f"could not write the results of batch {batch.id} to {results_dir} ({exc}): nothing was lost, "
+                    "the results stay at the provider. Free some space (or fix the folder) and launch "
+                    f"{plan.pipeline}_collect for {plan.month[:7]} again") from exc
+            batch_costs, actual, equivalent = _costs(parsed, batch.id, stored.model)
+            costs.append(batch_costs)
+            counts = {str(k): n for k, n in parsed.group_by("outcome").len().iter_rows()}
+            collected.append(BatchCollected(
+                batch.id, batch.status, stored.model, counts, int(batch_costs["prompt_tokens"].sum() or 0),
+                int(batch_costs["completion_tokens"].sum() or 0), actual, equivalent))
+            del parsed
+        batch_ids = [batch.id for _, batch in ended]
+        warehouse.replace_partition_from_parquet(con, "batch_outcomes", month, outcome_files,
+                                                 pipeline=plan.pipeline, within={"batch_id": batch_ids})
+        warehouse.replace_partition(con, "batch_costs", month, pl.concat(costs), pipeline=plan.pipeline,
+                                    within={"batch_id": batch_ids})
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    now = time.time()
+    ledger.update_files([(plan.plan_id, stored.sha256, {"state": FileState.COLLECTED, "collected_at": now})
+                         for stored, _ in ended])
+    return collected
+
+
+def _parse_batch(client: BatchClient, con: duckdb.DuckDBPyConnection, plan: StoredPlan, stored: StoredFile,
+                 batch: Batch, work_dir: Path) -> pl.DataFrame:
+    """One ended batch's output and error files, downloaded and parsed: a RESULT_SCHEMA row per item of its
+    request file, with the item's ids, body hash, attempt and plan, and the batch id."""
+    month = date.fromisoformat(stored.month)
     paths: dict[str, Path] = {}
     try:
         for kind, file_id in (("output", batch.output_file_id), ("error", batch.error_file_id)):
@@ -169,24 +221,11 @@ def _collect_batch(client: BatchClient, ledger: Ledger, con: duckdb.DuckDBPyConn
             error_path=paths.get("error"), batch_status=batch.status,
             batch_error_code=getattr(first_error, "code", None),
             batch_error_message=getattr(first_error, "message", None))
-        payload = parsed.join(expected.select("custom_id", "item_id", "body_sha256", "attempt", "plan_id"),
-                              on="custom_id", how="left").with_columns(pl.lit(batch.id).alias("batch_id"))
-        _write_parquet(payload, results_dir / f"{batch.id}.parquet")
-        warehouse.replace_partition(con, "batch_outcomes", month,
-                                    payload.select(*OUTCOME_COLUMNS, pl.lit(False).alias("final"),
-                                                   pl.lit(stored.model).alias("requested_model"),
-                                                   pl.lit(BATCH_SOURCE).alias("source")),
-                                    pipeline=stored.pipeline, within={"batch_id": [batch.id]})
-        costs, actual, equivalent = _costs(parsed, batch.id, stored.model)
-        warehouse.replace_partition(con, "batch_costs", month, costs, pipeline=stored.pipeline,
-                                    within={"batch_id": [batch.id]})
     finally:
-        for path in paths.values():  # the Parquet file keeps every field the pipelines use
+        for path in paths.values():  # the results Parquet file keeps every field the pipelines use
             path.unlink(missing_ok=True)
-    ledger.update_file(plan.plan_id, stored.sha256, state=FileState.COLLECTED, collected_at=time.time())
-    counts = {str(k): n for k, n in parsed.group_by("outcome").len().iter_rows()}
-    return BatchCollected(batch.id, batch.status, stored.model, counts, int(costs["prompt_tokens"].sum() or 0),
-                          int(costs["completion_tokens"].sum() or 0), actual, equivalent)
+    return parsed.join(expected.select("custom_id", "item_id", "body_sha256", "attempt", "plan_id"),
+                       on="custom_id", how="left").with_columns(pl.lit(batch.id).alias("batch_id"))
 
 
 def _write_parquet(frame: pl.DataFrame, path: Path) -> None:

@@ -3,48 +3,70 @@ were built with (from the ledger), never the declaration's defaults. No Dagster.
 
 from __future__ import annotations
 
+import tempfile
 from datetime import date
 from pathlib import Path
+from typing import Final
 
+import duckdb
 import polars as pl
 
+from batch_assets.batching.protocol import EMBEDDINGS_URL
 from batch_assets.batching.results import RESULT_SCHEMA
 from batch_assets.pipelines.accounting import ItemState
-from batch_assets.pipelines.plan import item_frame
 from batch_assets.pipelines.spec import PipelineSpec, SubmissionSettings
+from batch_assets.warehouse.answers import duplicated_ids, stream_answered_items
+from batch_assets.warehouse.writes import replace_partition_from_parquet
 
-PAYLOAD_COLUMNS = tuple(RESULT_SCHEMA)
+# Rows per chunk handed to a pipeline's build_outputs (~3 MB of chat answers, ~25 MB of 1536-float vectors):
+# smaller chunks cost a little time, bigger ones memory.
+_CHUNK_ROWS: Final = 16_384
+_EMBEDDING_CHUNK_ROWS: Final = 4_096
 
 
 class MissingResultsError(RuntimeError):
     """A result file the ledger points at is gone; the message says how to get it back."""
 
 
-def success_payloads(classified: pl.DataFrame, results_dir: Path) -> pl.DataFrame:
-    """The answer of every succeeded item: item_id, batch_id, attempt and the payload columns."""
-    successes = classified.filter(pl.col("item_state") == ItemState.SUCCEEDED.value).select(
+def _successes(classified: pl.DataFrame) -> pl.DataFrame:
+    return classified.filter(pl.col("item_state") == ItemState.SUCCEEDED.value).select(
         "item_id", "batch_id", "custom_id", "attempt")
-    frames = []
-    for (batch_id,), wanted in successes.group_by("batch_id"):
+
+
+def _results_files(successes: pl.DataFrame, results_dir: Path) -> dict[str, Path]:
+    files = {}
+    for batch_id in successes["batch_id"].unique().sort().to_list():
         path = results_dir / f"{batch_id}.parquet"
         if not path.is_file():
             raise MissingResultsError(
                 f"the results of batch {batch_id} ({path}) are gone: launch the month's collect job again with "
                 "its batches still at the provider, or re-materialize the month to answer those items anew")
-        payload = pl.scan_parquet(path).select(PAYLOAD_COLUMNS).join(
-            wanted.lazy().select("custom_id", "item_id", "attempt"), on="custom_id", how="inner")
-        frames.append(payload.with_columns(pl.lit(batch_id).alias("batch_id")).collect())
-    if not frames:
-        return RESULT_SCHEMA.to_frame().with_columns(pl.lit(None, pl.String).alias("item_id"),
-                                                     pl.lit(None, pl.Int32).alias("attempt"),
-                                                     pl.lit(None, pl.String).alias("batch_id"))
-    return pl.concat(frames, how="vertical_relaxed")
+        files[batch_id] = path
+    return files
 
 
-def output_rows(spec: PipelineSpec, settings: SubmissionSettings, items: pl.DataFrame, classified: pl.DataFrame,
-                month: date, results_dir: Path) -> pl.DataFrame:
-    """The pipeline's output table rows for the month."""
-    items = item_frame(spec, items)
-    payloads = success_payloads(classified, results_dir).drop("custom_id")
-    joined = items.join(payloads, on="item_id", how="inner")
-    return spec.build_outputs(joined, settings.pipeline).select(pl.lit(month).alias("month"), pl.all())
+def write_output_rows(con: duckdb.DuckDBPyConnection, spec: PipelineSpec, settings: SubmissionSettings,
+                      classified: pl.DataFrame, month: date, results_dir: Path) -> int:
+    """Replaces the month of the pipeline's output table with rows built from its successful answers; returns
+    the rows written.
+
+    The month's source rows and answers are joined in DuckDB and reach the pipeline's `build_outputs` in chunks
+    (row-wise builders: each chunk's rows depend on that chunk only); each chunk's output goes to a Parquet file
+    and DuckDB loads them all in one transaction. A month of any size fits in a bounded amount of memory.
+    """
+    duplicated = duplicated_ids(con, spec.source, spec.item_id_column, month)
+    if duplicated:
+        raise ValueError(f"{spec.source} has items with the same {spec.item_id_column} in one month "
+                         f"(e.g. {duplicated}): each item needs its own id")
+    successes = _successes(classified)
+    files = _results_files(successes, results_dir)
+    chunk_rows = _EMBEDDING_CHUNK_ROWS if spec.endpoint == EMBEDDINGS_URL else _CHUNK_ROWS
+    results_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".outputs-", dir=results_dir) as folder:
+        paths = []
+        for i, joined in enumerate(stream_answered_items(con, spec.source, spec.item_id_column, month, successes,
+                                                         files, RESULT_SCHEMA, chunk_rows=chunk_rows)):
+            rows = spec.build_outputs(joined, settings.pipeline).select(pl.lit(month).alias("month"), pl.all())
+            paths.append(Path(folder) / f"{i:06d}.parquet")
+            rows.write_parquet(paths[-1])
+        return replace_partition_from_parquet(con, spec.output_table, month, paths)

@@ -13,6 +13,7 @@ created, such a table describes itself — its columns from the database's catal
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ DEFAULT_DUCKDB_PATH = Path(".batch_assets") / "warehouse.duckdb"
 # DuckDB's buffer limit (it spills past it). Measured: replacing 50k x 1536-float embeddings from Parquet
 # peaks at ~1.1 GB RSS with 1GB, ~1.7 GB with DuckDB's default (80% of RAM).
 DEFAULT_MEMORY_LIMIT = "1GB"
+MEMORY_LIMIT_ENV = "BATCH_ASSETS_DUCKDB_MEMORY_LIMIT"  # overrides DEFAULT_MEMORY_LIMIT (e.g. "512MB")
 EMBEDDINGS_TABLE = "document_embeddings"
 EMBEDDING_COLUMN = "embedding"
 
@@ -239,7 +241,8 @@ def connect(
 ) -> duckdb.DuckDBPyConnection:
     """Open the warehouse file (creating its folder and the tables that are missing unless read-only).
 
-    `memory_limit` caps DuckDB's buffers (None keeps DuckDB's default of 80% of RAM). `tables` are output tables
+    `memory_limit` caps DuckDB's buffers (None keeps DuckDB's default of 80% of RAM; the default is
+    `BATCH_ASSETS_DUCKDB_MEMORY_LIMIT` when set). `tables` are output tables
     the warehouse does not ship: created when missing, like the shipped ones.
     """
     path = Path(path).expanduser()
@@ -257,6 +260,8 @@ def connect(
                 f"({error})"
             ) from error
         raise
+    if memory_limit == DEFAULT_MEMORY_LIMIT:
+        memory_limit = os.environ.get(MEMORY_LIMIT_ENV, "").strip() or DEFAULT_MEMORY_LIMIT
     if memory_limit is not None:
         con.execute(f"SET memory_limit = '{memory_limit.replace(chr(39), '')}'").fetchall()
     if not read_only:

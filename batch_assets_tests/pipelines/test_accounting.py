@@ -12,7 +12,7 @@ from batch_assets.warehouse.items import ITEM_STATUS_SCHEMA
 
 def _status(*rows: tuple[str, int, int | None, str | None, int | None, int | None]) -> pl.DataFrame:
     """(item, tries, last plan, outcome, status code, outcome plan)"""
-    return pl.DataFrame([{"item_id": item, "body_sha256": "b", "tries": tries, "last_plan_id": last,
+    return pl.DataFrame([{"item_id": item, "tries": tries, "last_plan_id": last,
                           "outcome": outcome, "status_code": code, "error_code": None, "outcome_plan_id": plan,
                           "attempt": plan, "batch_id": "x" if plan else None, "custom_id": item}
                          for item, tries, last, outcome, code, plan in rows], schema=ITEM_STATUS_SCHEMA)

@@ -57,6 +57,7 @@ EMBEDDINGS = PipelineSpec(
     defaults=PipelineSettings(model="text-embedding-3-small"),
     build_requests=_embedding_requests,
     build_outputs=_embedding_rows,
+    output_source_columns=(),
 )
 
 
@@ -164,6 +165,7 @@ SENTIMENT = PipelineSpec(
                               seed=7, labels=SENTIMENT_LABELS, expected_output_tokens=6),
     build_requests=_sentiment_requests,
     build_outputs=_label_rows,
+    output_source_columns=("label",),  # the gold label
     checks=(
         QualityCheck("label_accuracy", "Accuracy against the documents' gold labels, with confusion counts; "
                      "warns when no better than chance.", _accuracy_check),
@@ -224,6 +226,7 @@ REPORTS = PipelineSpec(
                               seed=7, expected_output_tokens=120),
     build_requests=_report_requests,
     build_outputs=_report_rows,
+    output_source_columns=(),
 )
 
 PIPELINES: tuple[PipelineSpec, ...] = (EMBEDDINGS, SENTIMENT, REPORTS)

@@ -147,6 +147,7 @@ class PipelineDeclaration(_Declaration):
             checks=tuple(self._check(check) for check in self.checks),
             output_schema={"month": "DATE", **{c.name: self._column_type(c) for c in self.output.columns}},
             output_key=("month", *self._key()),
+            output_source_columns=None if self.build_outputs else self._source_columns(),
         )
 
     def settings(self) -> PipelineSettings:
@@ -227,6 +228,13 @@ class PipelineDeclaration(_Declaration):
     def _build_outputs(self, joined: pl.DataFrame, settings: PipelineSettings) -> pl.DataFrame:
         done = joined.filter(pl.col("outcome") == Outcome.SUCCEEDED)
         return done.select([self._column_value(c, settings).alias(c.name) for c in self.output.columns])
+
+    def _source_columns(self) -> tuple[str, ...]:
+        """The source columns the output columns take their values from."""
+        answer_values = {*ANSWER_COLUMNS, "dims", "label", "item_id", "attempt", "batch_id"}
+        return tuple(dict.fromkeys(
+            value.removeprefix("source.") for value in (c.value or "" for c in self.output.columns)
+            if value and value not in answer_values and not value.startswith("answer.")))
 
     def _key(self) -> list[str]:
         if self.output.key:

@@ -51,8 +51,8 @@ def write_output_rows(con: duckdb.DuckDBPyConnection, spec: PipelineSpec, settin
     the rows written.
 
     The month's source rows and answers are joined in DuckDB and reach the pipeline's `build_outputs` in chunks
-    (row-wise builders: each chunk's rows depend on that chunk only); each chunk's output goes to a Parquet file
-    and DuckDB loads them all in one transaction. A month of any size fits in a bounded amount of memory.
+    (row-wise builders: each chunk's rows depend on that chunk only); the month's rows are written in one
+    transaction. A month of any size fits in a bounded amount of memory.
     """
     duplicated = duplicated_ids(con, spec.source, spec.item_id_column, month)
     if duplicated:
@@ -62,10 +62,13 @@ def write_output_rows(con: duckdb.DuckDBPyConnection, spec: PipelineSpec, settin
     files = _results_files(successes, results_dir)
     chunk_rows = _EMBEDDING_CHUNK_ROWS if spec.endpoint == EMBEDDINGS_URL else _CHUNK_ROWS
     results_dir.mkdir(parents=True, exist_ok=True)
+    # Each chunk's rows go to a Parquet file and DuckDB loads them all in one statement: it streams them to disk,
+    # where inserting frame after frame in one transaction held them in memory until the commit.
     with tempfile.TemporaryDirectory(prefix=".outputs-", dir=results_dir) as folder:
         paths = []
-        for i, joined in enumerate(stream_answered_items(con, spec.source, spec.item_id_column, month, successes,
-                                                         files, RESULT_SCHEMA, chunk_rows=chunk_rows)):
+        for i, joined in enumerate(stream_answered_items(
+                con, spec.source, spec.item_id_column, month, successes, files, RESULT_SCHEMA, chunk_rows=chunk_rows,
+                source_columns=spec.output_source_columns)):
             rows = spec.build_outputs(joined, settings.pipeline).select(pl.lit(month).alias("month"), pl.all())
             paths.append(Path(folder) / f"{i:06d}.parquet")
             rows.write_parquet(paths[-1])

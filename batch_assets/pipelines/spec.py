@@ -158,6 +158,9 @@ class PipelineSpec:
     # For an output table the warehouse does not ship: column -> DuckDB type (with month DATE), and its key.
     output_schema: Mapping[str, str] | None = None
     output_key: tuple[str, ...] = ()
+    # The source columns build_outputs reads besides item_id (None: all of them). Naming them keeps a month's
+    # texts out of the output step when the outputs do not show them.
+    output_source_columns: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         self.output_table_declaration()  # a declaration the warehouse cannot hold fails here, saying why

@@ -24,10 +24,19 @@ import duckdb
 import polars as pl
 
 DEFAULT_DUCKDB_PATH = Path(".batch_assets") / "warehouse.duckdb"
-# DuckDB's buffer limit (it spills past it). Measured: replacing 50k x 1536-float embeddings from Parquet
-# peaks at ~1.1 GB RSS with 1GB, ~1.7 GB with DuckDB's default (80% of RAM).
-DEFAULT_MEMORY_LIMIT = "1GB"
-MEMORY_LIMIT_ENV = "BATCH_ASSETS_DUCKDB_MEMORY_LIMIT"  # overrides DEFAULT_MEMORY_LIMIT (e.g. "512MB")
+# DuckDB's buffer limit (it spills to disk past it). With 512MB each step of a month's collect stays under 1 GB
+# RSS in all (benchmarks/bench_collect.py: a million chat answers, 50k x 1536-float embeddings); 1GB took it to
+# ~1.1-1.4 GB, DuckDB's own default (80% of RAM) further.
+DEFAULT_MEMORY_LIMIT = "512MB"
+MEMORY_LIMIT_ENV = "BATCH_ASSETS_DUCKDB_MEMORY_LIMIT"  # overrides DEFAULT_MEMORY_LIMIT (e.g. "2GB")
+
+
+def out_of_memory_hint(error: BaseException) -> str:
+    """What to do when DuckDB ran out of its memory limit (empty for other errors)."""
+    if "out of memory" not in str(error).lower():
+        return ""
+    return (f" DuckDB reached its memory limit ({MEMORY_LIMIT_ENV}, {DEFAULT_MEMORY_LIMIT} unless set): set it "
+            "higher (e.g. 2GB) where the runs start and launch the run again")
 EMBEDDINGS_TABLE = "document_embeddings"
 EMBEDDING_COLUMN = "embedding"
 
@@ -262,10 +271,17 @@ def connect(
         raise
     if memory_limit == DEFAULT_MEMORY_LIMIT:
         memory_limit = os.environ.get(MEMORY_LIMIT_ENV, "").strip() or DEFAULT_MEMORY_LIMIT
-    if memory_limit is not None:
-        con.execute(f"SET memory_limit = '{memory_limit.replace(chr(39), '')}'").fetchall()
-    if not read_only:
-        ensure_schema(con, tables)
+    try:
+        if memory_limit is not None:
+            con.execute(f"SET memory_limit = '{memory_limit.replace(chr(39), '')}'").fetchall()
+        if not read_only:
+            ensure_schema(con, tables)
+    except duckdb.Error as error:
+        con.close()
+        hint = out_of_memory_hint(error)
+        if not hint:
+            raise
+        raise WarehouseError(f"opening {path} failed: {str(error).splitlines()[0]}.{hint}") from error
     return con
 
 

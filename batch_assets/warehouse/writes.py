@@ -24,6 +24,7 @@ from batch_assets.warehouse.schema import (
     WarehouseError,
     embedding_dims,
     ensure_embeddings_table,
+    out_of_memory_hint,
     quote,
     table_columns,
     table_exists,
@@ -216,7 +217,8 @@ def _replace(
     except duckdb.Error as error:
         con.rollback()
         raise WarehouseError(
-            f"writing {month:%Y-%m} of {table} failed and nothing was changed: {error}"
+            f"writing {month:%Y-%m} of {table} failed and nothing was changed: "
+            f"{str(error).splitlines()[0] if out_of_memory_hint(error) else error}{out_of_memory_hint(error)}"
         ) from error
     except BaseException:
         con.rollback()

@@ -3,7 +3,7 @@ afterwards — every item accounted for, nothing paid twice, a message that says
 
 The matrix (README, "What can go wrong"): item failures · expiry · two submits at once · a lost create response ·
 a crash between create and record · requests re-materialized mid-flight · materialize-all · cancel from the CLI ·
-run config reaching the output rows · a full disk while collecting.
+run config reaching the output rows · a full disk while collecting · DuckDB out of memory while collecting.
 """
 
 from __future__ import annotations
@@ -256,6 +256,27 @@ def test_a_full_disk_while_collecting_loses_nothing(tmp_path: Path, monkeypatch:
     message = str(failed.get_step_failure_events()[0].event_specific_data.error)  # type: ignore[union-attr]
     assert "nothing was lost" in message and "launch embeddings_collect for 2024-03 again" in message
     monkeypatch.setattr(BatchClient, "download", real_download)
+    platform.run_job("embeddings_collect")
+    assert platform.query("SELECT count(*) FROM document_embeddings") == [(4,)]
+    _one_final_outcome_per_item(platform)
+
+
+def test_duckdb_out_of_memory_while_collecting_says_what_to_set(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    platform = _real(tmp_path, monkeypatch, docs=4)
+    platform.run_job("embeddings_submit")
+    deadline = time.monotonic() + 120
+    while not (requests := platform.tick().run_requests):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    [request] = requests
+    monkeypatch.setenv("BATCH_ASSETS_DUCKDB_MEMORY_LIMIT", "1KB")  # far below what any step needs
+    failed = platform.defs.resolve_job_def(request.job_name).execute_in_process(
+        partition_key=MONTH, instance=platform.instance, raise_on_error=False)
+    assert not failed.success
+    message = str(failed.get_step_failure_events()[0].event_specific_data.error)  # type: ignore[union-attr]
+    assert "set it higher" in message and "BATCH_ASSETS_DUCKDB_MEMORY_LIMIT" in message, message
+    monkeypatch.delenv("BATCH_ASSETS_DUCKDB_MEMORY_LIMIT")
     platform.run_job("embeddings_collect")
     assert platform.query("SELECT count(*) FROM document_embeddings") == [(4,)]
     _one_final_outcome_per_item(platform)

@@ -138,12 +138,12 @@ def run_baseline(spec: PipelineSpec, items: pl.DataFrame, out: Path) -> None:
 
 def run_ours(spec: PipelineSpec, items: pl.DataFrame, out: Path) -> None:
     from batch_assets import warehouse
-    from batch_assets.ledger.store import Ledger
+    from batch_assets.ledger.store import Ledger, ledger_url
 
     encoding_for_model(spec.defaults.model).encode_ordinary("warm up")
     declaration = spec.output_table_declaration()
     con = warehouse.connect(out / "warehouse.duckdb", tables=[declaration] if declaration else [])
-    ledger = Ledger.at(out)
+    ledger = Ledger(ledger_url(out, {}))  # SQLite beside the warehouse, whatever the environment says
 
     def ours() -> dict[str, float]:
         planned = plan_month(spec, SubmissionSettings(spec.defaults), items, MONTH, ledger=ledger, con=con,

@@ -27,10 +27,18 @@ def _check_lengths(ids: Sequence[str], values: Sequence[Any], what: str) -> None
         raise ValueError(f"got {len(ids)} ids but {len(values)} {what}")
 
 
+def _counting_threads(num_threads: int | None) -> int:
+    """Threads that count a chunk while the caller writes the one before: one unless asked. tiktoken takes the GIL
+    back after every text, so more counting threads mostly wait for it (the writer holds it too) and cost more CPU
+    than they save."""
+    return 1 if num_threads is None else num_threads
+
+
 def _counted_chunks(n: int, chunk_at: Callable[[int], _Chunk], count: Callable[[_Chunk], list[int]]
                     ) -> Iterator[tuple[int, _Chunk, list[int]]]:
     """The n items in chunks (start, chunk, token counts). The next chunk is counted in a background thread while
-    the caller writes this one (tiktoken releases the GIL), so counting and writing overlap on two cores."""
+    the caller writes this one (tiktoken releases the GIL while it encodes, the file writer while it hashes and
+    writes), so what of the two runs without the GIL overlaps on two cores."""
     with ThreadPoolExecutor(1, thread_name_prefix="count-ahead") as ahead:
         pending: tuple[int, _Chunk, Future[list[int]]] | None = None
         for start in range(0, n, _PREPARE_CHUNK):
@@ -55,7 +63,8 @@ def prepare_embedding_requests(
     """Embedding requests for ``(id, text)`` rows, one text per request, tokens counted exactly.
 
     Ids, custom ids and empty texts are checked now; the requests are produced lazily, in chunks
-    (token counting runs in parallel per chunk), so they stream into :func:`write_request_files`.
+    (the next chunk counted in ``num_threads`` threads, default one, while this one is written), so they stream
+    into :func:`write_request_files`.
     """
     _check_lengths(ids, texts, "texts")
     for i, text in enumerate(texts):
@@ -70,7 +79,7 @@ def prepare_embedding_requests(
     def generate() -> Iterator[TemplateChunk]:
         for start, chunk, counts in _counted_chunks(
                 len(texts), lambda at: list(texts[at : at + _PREPARE_CHUNK]),
-                lambda chunk: count_text_tokens(chunk, model, num_threads=num_threads)):
+                lambda chunk: count_text_tokens(chunk, model, num_threads=_counting_threads(num_threads))):
             yield TemplateChunk(EMBEDDINGS_URL, model, template, list(custom_ids[start : start + _PREPARE_CHUNK]),
                                 list(ids[start : start + _PREPARE_CHUNK]), chunk, counts)
 
@@ -103,7 +112,7 @@ def prepare_chat_requests(
     def generate() -> Iterator[list[PreparedRequest]]:
         for start, chunk, counts in _counted_chunks(
                 len(messages_list), lambda at: messages_list[at : at + _PREPARE_CHUNK],
-                lambda chunk: count_chat_tokens(chunk, model, num_threads=num_threads,
+                lambda chunk: count_chat_tokens(chunk, model, num_threads=_counting_threads(num_threads),
                                                 response_format=params.get("response_format"),
                                                 tools=params.get("tools"))):
             yield [PreparedRequest(cid, CHAT_COMPLETIONS_URL, model, chat_body(model, messages, **params), tokens, 1,
@@ -135,7 +144,7 @@ def _shared_head_chat_requests(ids: Sequence[str], custom_ids: Sequence[str], co
     def generate() -> Iterator[TemplateChunk]:
         for start, contents, counts in _counted_chunks(
                 len(conversations), contents_at,
-                lambda chunk: count_text_tokens(chunk, model, num_threads=num_threads)):
+                lambda chunk: count_text_tokens(chunk, model, num_threads=_counting_threads(num_threads))):
             yield TemplateChunk(CHAT_COMPLETIONS_URL, model, template,
                                 list(custom_ids[start : start + _PREPARE_CHUNK]),
                                 list(ids[start : start + _PREPARE_CHUNK]), contents, [fixed + n for n in counts])
@@ -170,9 +179,9 @@ def prepare_responses_requests(
     def count(chunk: Sequence[str | Sequence[Mapping[str, Any]]]) -> list[int]:
         texts = [input_ for input_ in chunk if isinstance(input_, str) and input_]
         if len(texts) == len(chunk):
-            return [fixed + n for n in count_text_tokens(texts, model, num_threads=num_threads)]
+            return [fixed + n for n in count_text_tokens(texts, model, num_threads=_counting_threads(num_threads))]
         return count_responses_tokens(chunk, model, instructions=instructions, text_format=text_format,
-                                      num_threads=num_threads)
+                                      num_threads=_counting_threads(num_threads))
 
     def generate() -> Iterator[TemplateChunk | list[PreparedRequest]]:
         for start, chunk, counts in _counted_chunks(len(inputs), lambda at: inputs[at : at + _PREPARE_CHUNK], count):

@@ -8,10 +8,12 @@ its items would be paid twice. Retries are planned by :mod:`batch_assets.pipelin
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
+from itertools import chain, repeat
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -110,12 +112,14 @@ def plan_month(spec: PipelineSpec, settings: SubmissionSettings, items: pl.DataF
         planned = plan_request_files(
             spec.build_requests(items, settings.pipeline), requests_dir, limits=settings.limits, file_stem=stem,
             keep=(lambda item_id, body_sha: (item_id, body_sha) not in done) if done else None)
-        _check_items(planned.files, planned.skipped, items)
+        submitted = submitted_rows(planned.files)
+        _check_items(submitted["item_id"], planned.skipped, items)
         hits = _NO_HITS
         if settings.budget.use_cache and planned.files and results_dir is not None:
-            hits = _cache_hits(con, planned.files, results_dir)
+            hits = _cache_hits(con, submitted, results_dir)
             if hits.height:
                 planned = _without(planned, set(hits["our_custom_id"].to_list()), requests_dir, settings, stem)
+                submitted = submitted_rows(planned.files)
         guess = expected_output(con, spec.name, settings.pipeline.model, settings.pipeline.expected_output_tokens)
         estimate = estimate_plan(settings.pipeline.model, planned.files, guess)
         check_caps(settings.budget, estimate, pipeline=spec.name, month=month,
@@ -130,7 +134,7 @@ def plan_month(spec: PipelineSpec, settings: SubmissionSettings, items: pl.DataF
         skipped += [(item_id, cid, body, 0, CACHE) for item_id, cid, body in hits.select(
             "item_id", "our_custom_id", "body_sha256").iter_rows()]
         try:
-            write_plan_items(con, spec.name, month, plan.plan_id, _plan_rows(attempt, planned.files, skipped))
+            write_plan_items(con, spec.name, month, plan.plan_id, _plan_rows(attempt, submitted, skipped))
             if hits.height:
                 write_cache_outcomes(con, spec.name, month, plan.plan_id, attempt, settings.pipeline.model, hits)
         except BaseException:
@@ -149,12 +153,25 @@ def plan_month(spec: PipelineSpec, settings: SubmissionSettings, items: pl.DataF
 _NO_HITS = pl.DataFrame(schema={"item_id": pl.String, "our_custom_id": pl.String, **CACHED_ANSWER_SCHEMA})
 
 
-def _cache_hits(con: duckdb.DuckDBPyConnection, files: list[RequestFile], results_dir: Path) -> pl.DataFrame:
+def submitted_rows(files: Sequence[RequestFile]) -> pl.DataFrame:
+    """The requests of `files` as columns: item_id, custom_id, body_sha256, file_sha256, input_tokens (one frame
+    for every check and write of a plan, built once)."""
+    def column(values: Iterable[Iterable[Any]], dtype: type[pl.DataType]) -> pl.Series:
+        return pl.Series(list(chain.from_iterable(values)), dtype=dtype)
+
+    return pl.DataFrame([
+        column((f.item_ids for f in files), pl.String).alias("item_id"),
+        column((f.custom_ids for f in files), pl.String).alias("custom_id"),
+        column((f.body_sha256s for f in files), pl.String).alias("body_sha256"),
+        column((repeat(f.sha256, f.n_requests) for f in files), pl.String).alias("file_sha256"),
+        column((f.request_tokens for f in files), pl.Int64).alias("input_tokens"),
+    ])
+
+
+def _cache_hits(con: duckdb.DuckDBPyConnection, submitted: pl.DataFrame, results_dir: Path) -> pl.DataFrame:
     """Requests about to be submitted that an identical earlier request already answered (its payload still on
     disk): our item_id / custom_id with the earlier answer's columns."""
-    ours = pl.DataFrame({"item_id": [i for f in files for i in f.item_ids],
-                         "our_custom_id": [c for f in files for c in f.custom_ids],
-                         "body_sha256": [b for f in files for b in f.body_sha256s]})
+    ours = submitted.select("item_id", pl.col("custom_id").alias("our_custom_id"), "body_sha256")
     answers = cached_answers(con, ours["body_sha256"])
     if answers.is_empty():
         return _NO_HITS
@@ -190,10 +207,9 @@ def _saved(hits: pl.DataFrame, model: str) -> Cost | None:
     return total
 
 
-def _check_items(files: list[RequestFile], skipped: list[SkippedRequest], items: pl.DataFrame) -> None:
+def _check_items(submitted: pl.Series, skipped: list[SkippedRequest], items: pl.DataFrame) -> None:
     """Every item became exactly one request (a builder that drops or invents items would lose them)."""
-    built = pl.Series("item_id", [i for f in files for i in f.item_ids] + [s.item_id for s in skipped],
-                      dtype=pl.String)
+    built = submitted.append(pl.Series([s.item_id for s in skipped], dtype=pl.String)).rename("item_id")
     expected = items["item_id"]
     if built.len() != expected.len() or not built.sort().equals(expected.sort(), check_names=False):
         missing = expected.filter(~expected.is_in(built)).head(3).to_list()
@@ -208,30 +224,13 @@ def _new_file(f: RequestFile) -> NewFile:
                    input_tokens=f.input_tokens, max_output_tokens=f.max_output_tokens)
 
 
-def _plan_rows(attempt: int, files: list[RequestFile],
+def _plan_rows(attempt: int, submitted: pl.DataFrame,
                skipped: list[tuple[str, str, str, int, str]]) -> pl.DataFrame:
     """The batch_requests rows of a plan: submitted items with their file, then the ones needing no new answer
     (item_id, custom_id, body hash, input tokens, source)."""
-    item_ids: list[str] = []
-    custom_ids: list[str] = []
-    bodies: list[str] = []
-    file_shas: list[str | None] = []
-    for f in files:
-        item_ids += f.item_ids
-        custom_ids += f.custom_ids
-        bodies += f.body_sha256s
-        file_shas += [f.sha256] * f.n_requests
-    sources = [SUBMITTED] * len(item_ids)
-    tokens = [n for f in files for n in f.request_tokens]
-    for item_id, custom_id, body, input_tokens, source in skipped:
-        item_ids.append(item_id)
-        custom_ids.append(custom_id)
-        bodies.append(body)
-        file_shas.append(None)
-        tokens.append(input_tokens)
-        sources.append(source)
-    return pl.DataFrame({
-        "attempt": pl.Series([attempt] * len(item_ids), dtype=pl.Int32), "item_id": item_ids,
-        "custom_id": custom_ids, "body_sha256": bodies, "file_sha256": file_shas,
-        "input_tokens": pl.Series(tokens, dtype=pl.Int64), "source": sources,
-    }, schema_overrides={"file_sha256": pl.String})
+    others = pl.DataFrame(skipped, schema={"item_id": pl.String, "custom_id": pl.String, "body_sha256": pl.String,
+                                           "input_tokens": pl.Int64, "source": pl.String}, orient="row")
+    rows = pl.concat([submitted.with_columns(pl.lit(SUBMITTED).alias("source")),
+                      others.with_columns(pl.lit(None, pl.String).alias("file_sha256"))], how="diagonal")
+    return rows.select(pl.lit(attempt, pl.Int32).alias("attempt"), "item_id", "custom_id", "body_sha256",
+                       "file_sha256", "input_tokens", "source")

@@ -3,23 +3,29 @@ input-token counts, produced lazily in chunks for :func:`~batch_assets.batching.
 
 Bodies that differ only in the item's text (embeddings, a Responses text input, :class:`Conversations`) are built
 from a :class:`~batch_assets.batching.templates.BodyTemplate` and handed over as template chunks; token counts
-of the next chunk run in a background thread while this one is written.
+of the next chunks are counted in child processes while this one is written (:mod:`batch_assets.batching.forked`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from typing import Any, Final, TypeVar
 
+from batch_assets.batching.forked import CountedChunks
 from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL, RESPONSES_URL
 from batch_assets.batching.request_files import ChunkedRequests, PreparedRequest, TemplateChunk
 from batch_assets.batching.requests import chat_body, custom_ids_for, embedding_body, responses_body
 from batch_assets.batching.templates import HOLE, BodyTemplate, Conversations, SplicedBody
-from batch_assets.batching.tokens import count_chat_tokens, count_responses_tokens, count_text_tokens
+from batch_assets.batching.tokens import (
+    count_chat_tokens,
+    count_responses_tokens,
+    count_text_tokens,
+    encoding_for_model,
+)
 
 _PREPARE_CHUNK: Final = 65_536
-_Chunk = TypeVar("_Chunk")
+_COUNTED_AHEAD: Final = 2  # chunks counted while one is written: two children keep both cores busy while we wait
+_Chunk = TypeVar("_Chunk", bound=Sized)
 
 
 def _check_lengths(ids: Sequence[str], values: Sequence[Any], what: str) -> None:
@@ -28,27 +34,20 @@ def _check_lengths(ids: Sequence[str], values: Sequence[Any], what: str) -> None
 
 
 def _counting_threads(num_threads: int | None) -> int:
-    """Threads that count a chunk while the caller writes the one before: one unless asked. tiktoken takes the GIL
-    back after every text, so more counting threads mostly wait for it (the writer holds it too) and cost more CPU
-    than they save."""
+    """Threads that count one chunk: one unless asked (the chunks ahead are counted in parallel, see
+    :mod:`batch_assets.batching.forked`)."""
     return 1 if num_threads is None else num_threads
 
 
 def _counted_chunks(n: int, chunk_at: Callable[[int], _Chunk], count: Callable[[_Chunk], list[int]]
                     ) -> Iterator[tuple[int, _Chunk, list[int]]]:
-    """The n items in chunks (start, chunk, token counts). The next chunk is counted in a background thread while
-    the caller writes this one (tiktoken releases the GIL while it encodes, the file writer while it hashes and
-    writes), so what of the two runs without the GIL overlaps on two cores."""
-    with ThreadPoolExecutor(1, thread_name_prefix="count-ahead") as ahead:
-        pending: tuple[int, _Chunk, Future[list[int]]] | None = None
-        for start in range(0, n, _PREPARE_CHUNK):
-            chunk = chunk_at(start)
-            counting = ahead.submit(count, chunk)
-            if pending is not None:
-                yield pending[0], pending[1], pending[2].result()
-            pending = (start, chunk, counting)
-        if pending is not None:
-            yield pending[0], pending[1], pending[2].result()
+    """The n items in chunks (start, chunk, token counts). The chunks after the one the caller writes are counted
+    meanwhile in child processes (:mod:`batch_assets.batching.forked`), so counting and writing use two cores."""
+    chunks = CountedChunks(n, _PREPARE_CHUNK, chunk_at, count, _COUNTED_AHEAD)
+    try:
+        yield from chunks
+    finally:
+        chunks.close()
 
 
 def prepare_embedding_requests(
@@ -75,6 +74,7 @@ def prepare_embedding_requests(
             )
     custom_ids = custom_ids_for(ids, custom_id_prefix)
     template = BodyTemplate(embedding_body(model, HOLE, dimensions))  # validates model and dimensions once
+    encoding_for_model(model)  # loaded here once, not in every child that counts a chunk
 
     def generate() -> Iterator[TemplateChunk]:
         for start, chunk, counts in _counted_chunks(
@@ -108,6 +108,7 @@ def prepare_chat_requests(
     if isinstance(messages_list, Conversations):
         return _shared_head_chat_requests(ids, custom_ids, messages_list, model, num_threads, params)
     chat_body(model, [{"role": "user", "content": "x"}], **params)  # validates params once
+    encoding_for_model(model)  # loaded here once, not in every child that counts a chunk
 
     def generate() -> Iterator[list[PreparedRequest]]:
         for start, chunk, counts in _counted_chunks(

@@ -195,9 +195,33 @@ def metrics_prompt(row: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+def metrics_prompts(items: pl.DataFrame) -> pl.Series:
+    """:func:`metrics_prompt` of every row, the same strings, built column by column: integers and strings in
+    polars, floats and dates by Python's own formatting (the bytes, hence the body hashes, must not change)."""
+    months = items["month"].unique().to_list()
+    lines = [_metric_line(items, "company", "Company"),
+             items["month"].replace_strict(months, [f"Month: {m:%B %Y}" for m in months], return_dtype=pl.String)]
+    lines += [_metric_line(items, column, label) for column, label in _METRIC_LABELS.items()]
+    return pl.DataFrame(lines).select(pl.concat_str(pl.all(), separator="\n")).to_series()
+
+
+def _metric_line(items: pl.DataFrame, column: str, label: str) -> pl.Series:
+    """``f"{label}: {value}"`` of each row (``,.2f`` for a float), as :func:`metrics_prompt` writes it."""
+    name = f"{column}_line"
+    if column not in items.columns:
+        return pl.Series(name, [f"{label}: None"] * items.height, dtype=pl.String)
+    values = items[column]
+    if values.dtype.is_integer() or values.dtype == pl.String:
+        return (f"{label}: " + values.cast(pl.String).fill_null("None")).rename(name)
+    if values.dtype.is_float():
+        return pl.Series(name, [f"{label}: {v:,.2f}" if v is not None else f"{label}: None"
+                                for v in values.to_list()], dtype=pl.String)
+    return pl.Series(name, [f"{label}: {v:,.2f}" if isinstance(v, float) else f"{label}: {v}"
+                            for v in values.to_list()], dtype=pl.String)
+
+
 def _report_requests(items: pl.DataFrame, settings: PipelineSettings) -> Iterable[PreparedRequest]:
-    conversations = Conversations(({"role": "system", "content": settings.system_prompt},),
-                                  [metrics_prompt(row) for row in items.iter_rows(named=True)])
+    conversations = Conversations(({"role": "system", "content": settings.system_prompt},), metrics_prompts(items))
     return prepare_chat_requests(items["item_id"].to_list(), conversations, settings.model,
                                  max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed)
 

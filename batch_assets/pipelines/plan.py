@@ -228,9 +228,10 @@ def _plan_rows(attempt: int, submitted: pl.DataFrame,
                skipped: list[tuple[str, str, str, int, str]]) -> pl.DataFrame:
     """The batch_requests rows of a plan: submitted items with their file, then the ones needing no new answer
     (item_id, custom_id, body hash, input tokens, source)."""
-    others = pl.DataFrame(skipped, schema={"item_id": pl.String, "custom_id": pl.String, "body_sha256": pl.String,
-                                           "input_tokens": pl.Int64, "source": pl.String}, orient="row")
-    rows = pl.concat([submitted.with_columns(pl.lit(SUBMITTED).alias("source")),
-                      others.with_columns(pl.lit(None, pl.String).alias("file_sha256"))], how="diagonal")
+    rows = submitted.with_columns(pl.lit(SUBMITTED).alias("source"))
+    if skipped:  # else the submitted rows as they are (no copy of their columns)
+        others = pl.DataFrame(skipped, schema={"item_id": pl.String, "custom_id": pl.String, "body_sha256": pl.String,
+                                               "input_tokens": pl.Int64, "source": pl.String}, orient="row")
+        rows = pl.concat([rows, others.with_columns(pl.lit(None, pl.String).alias("file_sha256"))], how="diagonal")
     return rows.select(pl.lit(attempt, pl.Int32).alias("attempt"), "item_id", "custom_id", "body_sha256",
                        "file_sha256", "input_tokens", "source")

@@ -1,11 +1,12 @@
 """The files one call of :func:`~batch_assets.batching.request_files.plan_request_files` writes: one open writer per
 (url, model), rolled over before a line would break a limit.
 
-Lines are built on the calling thread; hashing them into the file's sha256 and writing them happen in one
-background thread, in order, a megabyte or more at a time (hashlib and file writes release the GIL for big
-buffers, so this runs beside token counting). Requests of one body template (:class:`TemplateChunk`) are written
-in bulk: their lines, sizes and body hashes are made by C-level maps over the chunk's columns and the split points
-found from cumulative sums, the same files and bytes as adding the requests one at a time.
+Lines are built on the calling thread; hashing them into the file's sha256, writing them and completing each file
+happen in one background thread, in order, a megabyte or more at a time (hashlib and file writes release the
+GIL for big buffers), so the caller never waits for a file to be flushed. Requests of one body template
+(:class:`TemplateChunk`) are written in bulk: their lines, sizes and body hashes are made by C-level maps over
+the chunk's columns and the split points found from cumulative sums, the same files and bytes as adding the
+requests one at a time.
 """
 
 from __future__ import annotations
@@ -43,25 +44,28 @@ _LINE_START: Final = b'{"custom_id":'
 
 
 class _Sink:
-    """One background thread that hashes and writes buffers in the order they are given."""
+    """One background thread that hashes and writes buffers, and completes files, in the order they are given."""
 
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
         self._queued: deque[Future[None]] = deque()
 
-    def put(self, writer: _Writer, data: bytes) -> None:
+    def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="request-files")
-        self._queued.append(self._pool.submit(writer.consume, data))
+        return self._pool
+
+    def put(self, writer: _Writer, data: bytes) -> None:
+        self._queued.append(self._executor().submit(writer.consume, data))
         while len(self._queued) > _MAX_QUEUED:
             self._queued.popleft().result()
 
-    def drain(self) -> None:
-        """Waits for every buffer given so far (raising what writing one raised)."""
-        while self._queued:
-            self._queued.popleft().result()
+    def complete(self, writer: _Writer) -> Future[RequestFile]:
+        """The writer's file, once every buffer given before is written (the caller goes on meanwhile)."""
+        return self._executor().submit(writer.complete)
 
     def close(self) -> None:
+        """Stops: what is queued and not started is dropped, what runs is waited for."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -122,9 +126,13 @@ class _Writer:
             self.sink.put(self, bytes(self.pending))
             self.pending.clear()
 
-    def finish(self) -> RequestFile:
+    def finish_later(self) -> Future[RequestFile]:
+        """Its file, completed by the sink once its last lines are written."""
         self._flush()
-        self.sink.drain()
+        return self.sink.complete(self)
+
+    def complete(self) -> RequestFile:
+        """In the sink's thread, after the file's last buffer: closes, names and records the file."""
         self.fh.close()
         sha = self.digest.hexdigest()
         if self.content_addressed:
@@ -154,7 +162,7 @@ class FileSet:
         self.keep, self.content_addressed = keep, content_addressed
         self.writers: dict[tuple[str, str], _Writer] = {}
         self.next_index: dict[str, int] = {}
-        self.done: list[RequestFile] = []
+        self.finishing: list[tuple[_Writer, Future[RequestFile]]] = []  # files the sink completes, in order
         self.seen: set[str] = set()
         self.budgets: dict[str, int | None] = {}
         self.url_json: dict[str, bytes] = {}
@@ -176,7 +184,7 @@ class FileSet:
         _check_fits(req, n_bytes, self.budgets[req.model], inputs, self.limits)
         current = self.writers.get((req.url, req.model))
         if current is not None:
-            self.done.append(current.finish())
+            self.finishing.append((current, current.finish_later()))
         index = self.next_index.get(safe := sanitize_model_name(req.model), 0)
         self.next_index[safe] = index + 1
         w = self.writers[(req.url, req.model)] = _Writer(
@@ -288,21 +296,23 @@ class FileSet:
 
     def finish(self) -> list[RequestFile]:
         try:
-            for w in self.writers.values():
-                self.done.append(w.finish())
+            self.finishing += [(w, w.finish_later()) for w in self.writers.values()]
+            self.writers.clear()
+            done = [future.result() for _, future in self.finishing]
         finally:
             self.sink.close()
-        self.writers.clear()
-        self.done.sort(key=_file_order)
-        return self.done
+        done.sort(key=_file_order)
+        return done
 
     def discard(self) -> None:
         self.sink.close()
         for w in self.writers.values():
             w.discard()
-        if not self.content_addressed:  # content-addressed files may be shared with an earlier plan: keep them
-            for f in self.done:
-                f.path.unlink(missing_ok=True)
+        for w, future in self.finishing:
+            if not future.done() or future.cancelled() or future.exception() is not None:
+                w.discard()
+            elif not self.content_addressed:  # content-addressed files may be shared with an earlier plan: keep them
+                future.result().path.unlink(missing_ok=True)
 
 
 def _file_order(f: RequestFile) -> tuple[str, str]:

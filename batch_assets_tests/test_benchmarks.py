@@ -16,6 +16,7 @@ TINY = {
     "bench_results_parse.py": ["--n", "500"],
     "bench_sensor.py": ["--months", "8", "--repeats", "1"],
     "bench_instance_storage.py": ["--months", "2", "--repeats", "1"],
+    "bench_request_files.py": ["--n", "3000", "--repeats", "1"],
 }
 
 

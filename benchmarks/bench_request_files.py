@@ -42,6 +42,7 @@ from workload import (  # noqa: E402
     machine,
     mb,
     measure,
+    open_ledger,
     report,
     shipped_specs,
 )
@@ -141,12 +142,11 @@ def run_baseline(spec: PipelineSpec, items: pl.DataFrame, out: Path) -> None:
 
 def run_ours(spec: PipelineSpec, items: pl.DataFrame, out: Path) -> None:
     from batch_assets import warehouse
-    from batch_assets.ledger.store import Ledger, ledger_url
 
     encoding_for_model(spec.defaults.model).encode_ordinary("warm up")
     declaration = spec.output_table_declaration()
     con = warehouse.connect(out / "warehouse.duckdb", tables=[declaration] if declaration else [])
-    ledger = Ledger(ledger_url(out, {}))  # SQLite beside the warehouse, whatever the environment says
+    ledger = open_ledger(out)
 
     def ours() -> dict[str, float]:
         planned = plan_month(spec, SubmissionSettings(spec.defaults), items, MONTH, ledger=ledger, con=con,

@@ -7,15 +7,17 @@ through a pipe as 32-bit integers; nothing is pickled, no interpreter starts, an
 already loaded. The child runs only the count (tiktoken and plain Python: no polars, DuckDB or I/O of the
 parent's) and leaves with ``os._exit``, so nothing of the parent's is flushed or closed twice.
 
-Where fork is missing (not Linux), or fails, or the child does, the chunk is counted in a thread of this process
-instead: the counts, and any error counting raises, are the same.
+Where fork is missing (not Linux), or fails, or the child does (or does not answer in CHILD_TIMEOUT_SECONDS), the
+chunk is counted in a thread of this process instead: the counts, and any error counting raises, are the same.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sys
+import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Sized
@@ -24,6 +26,9 @@ from typing import Final, Generic, TypeVar
 
 _Chunk = TypeVar("_Chunk", bound=Sized)
 _CAN_FORK: Final = sys.platform == "linux" and hasattr(os, "fork")
+# A child counts a chunk of 65,536 texts in about a second; one that has not answered by then is stopped and the
+# chunk counted in this process instead, so a child that hangs (a lock held at fork time) cannot stall a run.
+CHILD_TIMEOUT_SECONDS: Final = 120.0
 
 
 class CountedAhead(Generic[_Chunk]):
@@ -79,8 +84,17 @@ class CountedAhead(Generic[_Chunk]):
 
     def _from_child(self) -> list[int] | None:
         parts = []
+        deadline = time.monotonic() + CHILD_TIMEOUT_SECONDS
+        status = 1
         try:
-            while part := os.read(self._read, 1 << 20):
+            while True:
+                waiting = deadline - time.monotonic()
+                if waiting <= 0 or not select.select([self._read], [], [], waiting)[0]:
+                    os.kill(self._pid, signal.SIGKILL)  # hung (it should take about a second): count here
+                    break
+                part = os.read(self._read, 1 << 20)
+                if not part:
+                    break
                 parts.append(part)
         finally:
             os.close(self._read)

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from batch_assets.batching import forked
 from batch_assets.batching.forked import CountedAhead, CountedChunks
 from batch_assets.batching.tokens import count_text_tokens, encoding_for_model
 
@@ -76,4 +77,22 @@ def test_abandoned_children_are_stopped() -> None:
     started = time.monotonic()
     chunks.close()
     assert time.monotonic() - started < 10
+    assert _no_children_left()
+
+
+def test_a_hung_child_is_stopped_and_its_chunk_counted_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forked, "CHILD_TIMEOUT_SECONDS", 1.0)
+    parent = os.getpid()
+
+    def hangs_in_a_child(chunk: Sequence[str]) -> list[int]:
+        if os.getpid() != parent:  # a lock held at fork time would look like this
+            time.sleep(60)
+        return _count(chunk)
+
+    with ThreadPoolExecutor(1) as threads:
+        counting = CountedAhead(hangs_in_a_child, TEXTS[:10], threads, may_fork=True)
+        assert not counting.in_thread
+        started = time.monotonic()
+        assert counting.result() == _count(TEXTS[:10])
+        assert time.monotonic() - started < 10
     assert _no_children_left()

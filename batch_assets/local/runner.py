@@ -102,11 +102,28 @@ def _result_line(custom_id: str, answer: Answer) -> bytes:
     })
 
 
-def _text_length(body: Any) -> int:
+def _texts(body: Any) -> list[str]:
     raw = body.get("input") if isinstance(body, dict) else None
     if isinstance(raw, str):
-        return len(raw)
-    return sum(len(text) for text in raw if isinstance(text, str)) if isinstance(raw, list) else 0
+        return [raw]
+    return [text for text in raw if isinstance(text, str)] if isinstance(raw, list) else []
+
+
+def _by_token_count(models: LocalModels, items: list[Item]) -> list[Item]:
+    """Embeddings lines in the order of their token counts, so a chunk's texts pad to about the same length
+    (sorting by characters padded ~10% more tokens on the bundled reviews). Each line's longest text counts:
+    the model runs its texts in sorted runs of their own."""
+    texts = [_texts(body) for _, _, body in items]
+    try:
+        counts = models.embedder.token_counts([text for line in texts for text in line])
+    except Exception:  # the model does not load: order by characters; each line then fails on its own
+        return sorted(items, key=lambda item: sum(len(text) for text in _texts(item[2])))
+    longest, offset = [], 0
+    for line in texts:
+        longest.append(max(counts[offset:offset + len(line)], default=0))
+        offset += len(line)
+    order = sorted(range(len(items)), key=longest.__getitem__)
+    return [items[i] for i in order]
 
 
 @dataclass
@@ -334,7 +351,7 @@ class BatchRunner:
         rest = [item for item in items if item[0] not in starts]
         run.pending.extend(suspects)
         if run.kind == "embeddings" and not faults.item_delay_seconds:
-            rest.sort(key=lambda item: _text_length(item[2]))  # similar lengths together: little padding
+            rest = _by_token_count(self.models(run.backend), rest)  # similar lengths together: little padding
             size = self._embedding_chunk
         else:
             size = 1  # chat: one call per line; slow processing: cancel and expiry land between lines

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import queue
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,9 +24,12 @@ MAX_LENGTH = 256
 NATIVE_DIMS = 384
 DEFAULT_BATCH_SIZE = 32
 
+log = logging.getLogger(__name__)
+
 
 class OnnxMiniLMEmbedder:
-    """Mean-pooled, L2-normalised sentence embeddings; loads the session(s) and tokenizer on construction.
+    """Mean-pooled, L2-normalised sentence embeddings; loads the tokenizer and a session on construction
+    (further sessions load in the background).
 
     With ``sessions`` > 1, that many ``embed`` calls from different threads run at once, each on its
     own session (the batch worker: one single-thread session per core, which keeps going when
@@ -58,14 +64,27 @@ class OnnxMiniLMEmbedder:
         # A session is thread-safe, but two runs on one would just fight over its threads: each run takes
         # a session of its own from the pool.
         self._sessions: queue.Queue[Any] = queue.Queue()
-        for _ in range(max(1, sessions)):
-            self._sessions.put(ort.InferenceSession(str(model_path), sess_options=options,
-                                                    providers=["CPUExecutionProvider"]))
-        first = self._sessions.get()
+
+        def new_session() -> Any:
+            return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+
+        first = new_session()  # here, so a model that does not load fails the construction
         self._input_names = {i.name for i in first.get_inputs()}
         self._sessions.put(first)
+        if sessions > 1:
+            # The others load on another core while the first one already runs (~0.1 s each).
+            threading.Thread(target=self._add_sessions, args=(new_session, sessions - 1), daemon=True,
+                             name="embedder-sessions").start()
         self._tokenizer = tokenizer
         self._batch_size = max(1, batch_size)
+
+    def _add_sessions(self, new_session: Callable[[], Any], count: int) -> None:
+        for _ in range(count):
+            try:
+                self._sessions.put(new_session())
+            except Exception:  # the first session loaded: go on with the ones there are
+                log.exception("an extra embeddings session failed to load")
+                return
 
     def token_counts(self, texts: list[str]) -> list[int]:
         """How many word pieces each text runs as ([CLS] and [SEP] included, after truncation)."""

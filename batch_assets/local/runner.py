@@ -110,19 +110,20 @@ def _texts(body: Any) -> list[str]:
 
 
 def _by_token_count(models: LocalModels, items: list[Item]) -> list[Item]:
-    """Embeddings lines in the order of their token counts, so a chunk's texts pad to about the same length
-    (sorting by characters padded ~10% more tokens on the bundled reviews). Each line's longest text counts:
-    the model runs its texts in sorted runs of their own."""
+    """Embeddings lines by their token counts, longest first, so a chunk's texts pad to about the same length
+    (sorting by characters padded ~10% more tokens on the bundled reviews) and the last chunks, which one
+    model thread may run while the other has nothing left, are the shortest. Each line's longest text
+    counts: the model runs a line's texts in sorted runs of their own."""
     texts = [_texts(body) for _, _, body in items]
     try:
         counts = models.embedder.token_counts([text for line in texts for text in line])
     except Exception:  # the model does not load: order by characters; each line then fails on its own
-        return sorted(items, key=lambda item: sum(len(text) for text in _texts(item[2])))
+        return sorted(items, key=lambda item: -sum(len(text) for text in _texts(item[2])))
     longest, offset = [], 0
     for line in texts:
         longest.append(max(counts[offset:offset + len(line)], default=0))
         offset += len(line)
-    order = sorted(range(len(items)), key=longest.__getitem__)
+    order = sorted(range(len(items)), key=longest.__getitem__, reverse=True)
     return [items[i] for i in order]
 
 

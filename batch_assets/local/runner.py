@@ -316,10 +316,14 @@ class BatchRunner:
 
     # -- one batch -----------------------------------------------------------------------------------
     def _validate(self, row: dict[str, Any]) -> None:
+        settings = orjson.loads(row["settings"])
+        if row["endpoint"] == EMBEDDINGS_URL:  # the embedder loads on another core meanwhile (~0.2 s)
+            models = self.models(settings["model_backend"])
+            self._pools["embeddings"].submit(lambda: models.embedder)  # a failure shows when the lines run
         path = self.store.file_path(row["input_file_id"])
         errors, count, model, digest = validate_input(path, row["endpoint"])
         # Errors decided when the batch was created (an enqueued-token limit) fail it here, as OpenAI does.
-        errors = orjson.loads(row["settings"]).get("validation_errors") or errors
+        errors = settings.get("validation_errors") or errors
         if errors:
             self.store.update_batch(row["id"], only_if_status=("validating", "cancelling"), status="failed",
                                     failed_at=now(), errors={"object": "list", "data": errors}, total=count)

@@ -6,7 +6,8 @@ chunk's answers as soon as they come back, and finalizes batches that are done, 
 expired. A small batch created behind a large one therefore finishes long before it.
 
 Chat lines go one per call to a pool of threads as wide as the chat engines' slots; embeddings go
-in chunks of similar-length texts (the whole batch sorted by length) to one embeddings thread.
+in chunks of texts of similar token counts (the whole batch sorted by them, longest first) to one
+embeddings thread per core.
 A line that makes the model code raise becomes that line's error; a line that killed the worker
 process twice is answered with an error instead of being started a third time.
 """
@@ -41,7 +42,7 @@ from batch_assets.local.validation import iter_lines, validate_input
 
 log = logging.getLogger("batch_assets.local.worker")
 
-# Measured on 2 cores (benchmarks/local_engine_throughput.py): small runs of length-sorted texts on
+# Measured on 2 cores (benchmarks/local_engine_throughput.py): small runs of token-sorted texts on
 # one single-thread ONNX session per core beat one text per run on a two-thread session, and larger
 # runs gained nothing.
 EMBEDDING_LINES_PER_CHUNK = 8

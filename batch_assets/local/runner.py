@@ -35,7 +35,15 @@ from batch_assets.batching.protocol import (
     TERMINAL_BATCH_STATUSES,
 )
 from batch_assets.local.config import FaultConfig
-from batch_assets.local.execute import Answer, answer_one, answer_usage, embed_many, engine_failure, error_body
+from batch_assets.local.execute import (
+    Answer,
+    answer_one,
+    answer_usage,
+    embed_many,
+    embedding_order,
+    engine_failure,
+    error_body,
+)
 from batch_assets.local.models import LocalModels
 from batch_assets.local.store import StateStore, new_id, now
 from batch_assets.local.validation import iter_lines, validate_input
@@ -101,31 +109,6 @@ def _result_line(custom_id: str, answer: Answer) -> bytes:
         "id": new_id("batch_req_"), "custom_id": custom_id,
         "response": {"status_code": status, "request_id": new_id("req_"), "body": body}, "error": None,
     })
-
-
-def _texts(body: Any) -> list[str]:
-    raw = body.get("input") if isinstance(body, dict) else None
-    if isinstance(raw, str):
-        return [raw]
-    return [text for text in raw if isinstance(text, str)] if isinstance(raw, list) else []
-
-
-def _by_token_count(models: LocalModels, items: list[Item]) -> list[Item]:
-    """Embeddings lines by their token counts, longest first, so a chunk's texts pad to about the same length
-    (sorting by characters padded ~10% more tokens on the bundled reviews) and the last chunks, which one
-    model thread may run while the other has nothing left, are the shortest. Each line's longest text
-    counts: the model runs a line's texts in sorted runs of their own."""
-    texts = [_texts(body) for _, _, body in items]
-    try:
-        counts = models.embedder.token_counts([text for line in texts for text in line])
-    except Exception:  # the model does not load: order by characters; each line then fails on its own
-        return sorted(items, key=lambda item: -sum(len(text) for text in _texts(item[2])))
-    longest, offset = [], 0
-    for line in texts:
-        longest.append(max(counts[offset:offset + len(line)], default=0))
-        offset += len(line)
-    order = sorted(range(len(items)), key=longest.__getitem__, reverse=True)
-    return [items[i] for i in order]
 
 
 @dataclass
@@ -357,7 +340,7 @@ class BatchRunner:
         rest = [item for item in items if item[0] not in starts]
         run.pending.extend(suspects)
         if run.kind == "embeddings" and not faults.item_delay_seconds:
-            rest = _by_token_count(self.models(run.backend), rest)  # similar lengths together: little padding
+            rest = [rest[i] for i in embedding_order(self.models(run.backend), [item[2] for item in rest])]
             size = self._embedding_chunk
         else:
             size = 1  # chat: one call per line; slow processing: cancel and expiry land between lines

@@ -105,10 +105,14 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, pause: float
 
 
 def dagster_dev_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of a lean demo: 4 documents a month, a fast sensor, everything under `home`."""
+    """The environment of a lean demo: 4 documents a month, a fast sensor, everything under `home`.
+
+    Each line of a batch takes at least 2 s (the engine's slow-processing fault), so every batch still runs when
+    its results step looks and each pipeline takes the held-collect path the callers wait for: a 4-line embeddings
+    batch on the real model otherwise ends in about a second, and its results step collects it in place."""
     env = {**os.environ, "DAGSTER_HOME": str(home), "BATCH_ASSETS_DATA_DIR": str(home / "data"),
            "BATCH_ASSETS_DOCS_PER_MONTH": "4", "BATCH_ASSETS_SENSOR_INTERVAL_SECONDS": "5",
-           "BATCH_ASSETS_LOCAL_WORKER_IDLE_SECONDS": "5"}
+           "BATCH_ASSETS_LOCAL_WORKER_IDLE_SECONDS": "5", "BATCH_ASSETS_LOCAL_ITEM_DELAY_SECONDS": "2"}
     for name in _ISOLATED_VARIABLES:
         env.pop(name, None)
     env.update(extra or {})

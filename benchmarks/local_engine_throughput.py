@@ -6,9 +6,13 @@ worker the assets use) against the same models called one request at a time in t
 (`--chat 0` or `--embeddings 0` leaves one out; with several rounds the median ratio is printed too.)
 
 Requests are the shipped pipelines' own (the embeddings and sentiment declarations build them), over a spread of
-the bundled reviews. The baseline runs each request through the engine's request handler on one chat engine
-(one slot, the default threads) and the embedder one text per run; the worker runs one chat engine per core
-with parallel slots and embeds length-sorted chunks. Targets on 2 cores: chat and embeddings >= 1.5x.
+the bundled reviews. Both sides run the same models (the same all-MiniLM-L6-v2 int8 ONNX file with the same session
+options but for threads, the same SmolLM2 GGUF). The baseline runs each request through the engine's request
+handler on one chat engine (one slot, the default threads) and on one embeddings session (ONNX Runtime's default,
+one thread per core), one text per run; the worker runs one chat engine per core with parallel slots, and one
+single-thread embeddings session per core on chunks of 8 texts sorted by token count. Its time includes starting
+the worker process and loading the models; the baseline loads them before its clock starts. Targets on 2 cores:
+chat and embeddings >= 1.5x.
 """
 
 from __future__ import annotations

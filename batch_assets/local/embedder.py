@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import queue
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,9 +24,12 @@ MAX_LENGTH = 256
 NATIVE_DIMS = 384
 DEFAULT_BATCH_SIZE = 32
 
+log = logging.getLogger(__name__)
+
 
 class OnnxMiniLMEmbedder:
-    """Mean-pooled, L2-normalised sentence embeddings; loads the session(s) and tokenizer on construction.
+    """Mean-pooled, L2-normalised sentence embeddings; loads the tokenizer and a session on construction
+    (further sessions load in the background).
 
     With ``sessions`` > 1, that many ``embed`` calls from different threads run at once, each on its
     own session (the batch worker: one single-thread session per core, which keeps going when
@@ -44,8 +50,8 @@ class OnnxMiniLMEmbedder:
 
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
         tokenizer.enable_truncation(max_length=MAX_LENGTH)
-        # No fixed length: pad each batch to its longest text only.
-        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        # No padding here: each run is padded to its longest text only (see _run).
+        tokenizer.no_padding()
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -58,35 +64,53 @@ class OnnxMiniLMEmbedder:
         # A session is thread-safe, but two runs on one would just fight over its threads: each run takes
         # a session of its own from the pool.
         self._sessions: queue.Queue[Any] = queue.Queue()
-        for _ in range(max(1, sessions)):
-            self._sessions.put(ort.InferenceSession(str(model_path), sess_options=options,
-                                                    providers=["CPUExecutionProvider"]))
-        first = self._sessions.get()
+
+        def new_session() -> Any:
+            return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+
+        first = new_session()  # here, so a model that does not load fails the construction
         self._input_names = {i.name for i in first.get_inputs()}
         self._sessions.put(first)
+        if sessions > 1:
+            # The others load on another core while the first one already runs (~0.1 s each).
+            threading.Thread(target=self._add_sessions, args=(new_session, sessions - 1), daemon=True,
+                             name="embedder-sessions").start()
         self._tokenizer = tokenizer
         self._batch_size = max(1, batch_size)
 
+    def _add_sessions(self, new_session: Callable[[], Any], count: int) -> None:
+        for _ in range(count):
+            try:
+                self._sessions.put(new_session())
+            except Exception:  # the first session loaded: go on with the ones there are
+                log.exception("an extra embeddings session failed to load")
+                return
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """How many word pieces each text runs as ([CLS] and [SEP] included, after truncation)."""
+        return [len(encoding.ids) for encoding in self._tokenizer.encode_batch(texts)]
+
     def embed(self, texts: list[str], dimensions: int | None = None) -> EmbeddingOutput:
         check_dimensions(dimensions, self.native_dims)
+        pieces = [encoding.ids for encoding in self._tokenizer.encode_batch(texts)]
+        tokens = [len(ids) for ids in pieces]
         vectors = np.zeros((len(texts), self.native_dims), dtype=np.float32)
-        tokens = [0] * len(texts)
-        # Batch texts of similar length together so little compute goes to padding.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        # Batch texts of similar token counts together so little compute goes to padding.
+        order = sorted(range(len(texts)), key=tokens.__getitem__)
         for start in range(0, len(order), self._batch_size):
             idx = order[start : start + self._batch_size]
-            batch_vectors, batch_tokens = self._run([texts[i] for i in idx])
-            vectors[idx] = batch_vectors
-            for i, n in zip(idx, batch_tokens, strict=True):
-                tokens[i] = n
+            vectors[idx] = self._run([pieces[i] for i in idx])
         if dimensions is not None and dimensions < self.native_dims:
             vectors = _renormalise(vectors[:, :dimensions])
         return EmbeddingOutput(vectors=vectors, prompt_tokens=tokens, model=self.name)
 
-    def _run(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
-        encodings = self._tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+    def _run(self, pieces: list[list[int]]) -> np.ndarray:
+        """Pooled vectors of token-id lists, run together padded to the longest ([PAD] is id 0)."""
+        ids = np.zeros((len(pieces), max(len(p) for p in pieces)), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for row, text_ids in enumerate(pieces):
+            ids[row, : len(text_ids)] = text_ids
+            mask[row, : len(text_ids)] = 1
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)
@@ -97,7 +121,7 @@ class OnnxMiniLMEmbedder:
             self._sessions.put(session)
         weights = mask[..., None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
-        return _renormalise(pooled), [int(n) for n in mask.sum(axis=1)]
+        return _renormalise(pooled)
 
 
 def _renormalise(vectors: np.ndarray) -> np.ndarray:

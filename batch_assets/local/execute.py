@@ -32,8 +32,8 @@ from batch_assets.local.models import LocalModels
 
 Answer = tuple[int, dict[str, Any]]  # HTTP status, response body
 
-__all__ = ["Answer", "InvalidRequest", "answer_one", "answer_usage", "chat_complete", "embed_many", "engine_failure",
-           "error_body"]
+__all__ = ["Answer", "InvalidRequest", "answer_one", "answer_usage", "chat_complete", "embed_many", "embedding_order",
+           "engine_failure", "error_body"]
 
 CHAT_ROLES = ("system", "developer", "user", "assistant")
 
@@ -127,6 +127,30 @@ def embed_many(models: LocalModels, bodies: list[dict[str, Any]]) -> list[Answer
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             })
     return [answer for answer in answers if answer is not None]
+
+
+def embedding_order(models: LocalModels, bodies: list[Any]) -> list[int]:
+    """The order to run embeddings requests in: by token count, longest first, so a chunk's texts pad to about the
+    same length (sorting by characters padded ~10% more tokens on the bundled reviews) and the last chunks, which
+    one model thread may run while the other has nothing left, are the shortest. A request's longest text counts
+    (its texts run in sorted runs of their own)."""
+    texts = [_texts(body) for body in bodies]
+    try:
+        counts = models.embedder.token_counts([text for request in texts for text in request])
+    except Exception:  # the model does not load: by characters; each request then fails on its own
+        counts = [len(text) for request in texts for text in request]
+    longest, offset = [], 0
+    for request in texts:
+        longest.append(max(counts[offset:offset + len(request)], default=0))
+        offset += len(request)
+    return sorted(range(len(bodies)), key=longest.__getitem__, reverse=True)
+
+
+def _texts(body: Any) -> list[str]:
+    raw = body.get("input") if isinstance(body, dict) else None
+    if isinstance(raw, str):
+        return [raw]
+    return [text for text in raw if isinstance(text, str)] if isinstance(raw, list) else []
 
 
 def _encode_vector(vector: np.ndarray, as_base64: bool) -> list[float] | str:

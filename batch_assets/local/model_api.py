@@ -53,6 +53,10 @@ class EmbeddingModel(Protocol):
 
     def embed(self, texts: list[str], dimensions: int | None = None) -> EmbeddingOutput: ...
 
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """The prompt tokens ``embed`` would count for each text, without running the model."""
+        ...
+
 
 class ChatModel(Protocol):
     name: str

@@ -56,8 +56,10 @@ class FakeEmbedder:
         for i, text in enumerate(texts):
             full = np.random.default_rng(_digest(text)).standard_normal(self.native_dims)[:dims]
             vectors[i] = full / np.linalg.norm(full)
-        tokens = [len(t.split()) + 2 for t in texts]  # +2 like [CLS] and [SEP]
-        return EmbeddingOutput(vectors=vectors, prompt_tokens=tokens, model=self.name)
+        return EmbeddingOutput(vectors=vectors, prompt_tokens=self.token_counts(texts), model=self.name)
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        return [len(t.split()) + 2 for t in texts]  # +2 like [CLS] and [SEP]
 
 
 class FakeChat:

@@ -6,7 +6,8 @@ chunk's answers as soon as they come back, and finalizes batches that are done, 
 expired. A small batch created behind a large one therefore finishes long before it.
 
 Chat lines go one per call to a pool of threads as wide as the chat engines' slots; embeddings go
-in chunks of similar-length texts (the whole batch sorted by length) to one embeddings thread.
+in chunks of texts of similar token counts (the whole batch sorted by them, longest first) to one
+embeddings thread per core.
 A line that makes the model code raise becomes that line's error; a line that killed the worker
 process twice is answered with an error instead of being started a third time.
 """
@@ -34,14 +35,22 @@ from batch_assets.batching.protocol import (
     TERMINAL_BATCH_STATUSES,
 )
 from batch_assets.local.config import FaultConfig
-from batch_assets.local.execute import Answer, answer_one, answer_usage, embed_many, engine_failure, error_body
+from batch_assets.local.execute import (
+    Answer,
+    answer_one,
+    answer_usage,
+    embed_many,
+    embedding_order,
+    engine_failure,
+    error_body,
+)
 from batch_assets.local.models import LocalModels
 from batch_assets.local.store import StateStore, new_id, now
 from batch_assets.local.validation import iter_lines, validate_input
 
 log = logging.getLogger("batch_assets.local.worker")
 
-# Measured on 2 cores (benchmarks/local_engine_throughput.py): small runs of length-sorted texts on
+# Measured on 2 cores (benchmarks/local_engine_throughput.py): small runs of token-sorted texts on
 # one single-thread ONNX session per core beat one text per run on a two-thread session, and larger
 # runs gained nothing.
 EMBEDDING_LINES_PER_CHUNK = 8
@@ -100,13 +109,6 @@ def _result_line(custom_id: str, answer: Answer) -> bytes:
         "id": new_id("batch_req_"), "custom_id": custom_id,
         "response": {"status_code": status, "request_id": new_id("req_"), "body": body}, "error": None,
     })
-
-
-def _text_length(body: Any) -> int:
-    raw = body.get("input") if isinstance(body, dict) else None
-    if isinstance(raw, str):
-        return len(raw)
-    return sum(len(text) for text in raw if isinstance(text, str)) if isinstance(raw, list) else 0
 
 
 @dataclass
@@ -298,10 +300,14 @@ class BatchRunner:
 
     # -- one batch -----------------------------------------------------------------------------------
     def _validate(self, row: dict[str, Any]) -> None:
+        settings = orjson.loads(row["settings"])
+        if row["endpoint"] == EMBEDDINGS_URL:  # the embedder loads on another core meanwhile (~0.2 s)
+            models = self.models(settings["model_backend"])
+            self._pools["embeddings"].submit(lambda: models.embedder)  # a failure shows when the lines run
         path = self.store.file_path(row["input_file_id"])
         errors, count, model, digest = validate_input(path, row["endpoint"])
         # Errors decided when the batch was created (an enqueued-token limit) fail it here, as OpenAI does.
-        errors = orjson.loads(row["settings"]).get("validation_errors") or errors
+        errors = settings.get("validation_errors") or errors
         if errors:
             self.store.update_batch(row["id"], only_if_status=("validating", "cancelling"), status="failed",
                                     failed_at=now(), errors={"object": "list", "data": errors}, total=count)
@@ -334,7 +340,7 @@ class BatchRunner:
         rest = [item for item in items if item[0] not in starts]
         run.pending.extend(suspects)
         if run.kind == "embeddings" and not faults.item_delay_seconds:
-            rest.sort(key=lambda item: _text_length(item[2]))  # similar lengths together: little padding
+            rest = [rest[i] for i in embedding_order(self.models(run.backend), [item[2] for item in rest])]
             size = self._embedding_chunk
         else:
             size = 1  # chat: one call per line; slow processing: cancel and expiry land between lines

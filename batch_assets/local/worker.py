@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--lock-fd", type=int, default=None, help="the state folder's lock, taken by the starter")
     args = parser.parse_args(argv)
+    # Each embeddings thread tokenizes its own small chunk: the tokenizer's own thread pool would only take
+    # the cores from the model runs.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker[{os.getpid()}] %(message)s")
     log.info("started")
     if serve_forever(args.state_dir, args.idle_seconds, args.lock_fd):

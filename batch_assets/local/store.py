@@ -115,6 +115,24 @@ class StoredFile:
         }
 
 
+def _use_wal(con: sqlite3.Connection, wait_seconds: float = 60.0) -> None:
+    """Switches the state database to WAL (a setting kept in the file). Switching needs the database to itself,
+    and SQLite answers "database is locked" at once, without waiting, when another process opens it in the same
+    instant (two clients starting together): wait and try again."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class StateStore:
     """One state folder: `state.sqlite3` plus `files/<file id>`."""
 
@@ -147,7 +165,7 @@ class StateStore:
             con = sqlite3.connect(self.state_dir / "state.sqlite3", timeout=60, isolation_level=None,
                                   check_same_thread=False)
             con.row_factory = sqlite3.Row
-            con.execute("PRAGMA journal_mode=WAL")
+            _use_wal(con)
             con.execute("PRAGMA synchronous=NORMAL")
             self._local.con = con
             with self._opened_lock:

@@ -3,7 +3,8 @@ afterwards — every item accounted for, nothing paid twice, a message that says
 
 The matrix (README, "What can go wrong"): item failures · expiry · two submits at once · a lost create response ·
 a crash between create and record · requests re-materialized mid-flight · materialize-all · cancel from the CLI ·
-run config reaching the output rows · a full disk while collecting · DuckDB out of memory while collecting.
+run config reaching the output rows · a full disk while collecting · DuckDB out of memory while collecting ·
+a crash after collecting, before the ledger knows.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 from batch_assets.batching.client import BatchClient
 from batch_assets.cli import main
 from batch_assets.defs.resources import BatchAPIResource
-from batch_assets.ledger.store import FileState, MonthState
+from batch_assets.ledger.store import FileState, Ledger, MonthState
 from batch_assets.pipelines import submit as submit_module
 from batch_assets.pipelines.submit import IDEMPOTENCY_KEY, submit_month
 from batch_assets_tests.defs.conftest import MONTH, Platform, make_platform
@@ -280,3 +281,35 @@ def test_duckdb_out_of_memory_while_collecting_says_what_to_set(tmp_path: Path,
     platform.run_job("embeddings_collect")
     assert platform.query("SELECT count(*) FROM document_embeddings") == [(4,)]
     _one_final_outcome_per_item(platform)
+
+
+def test_a_crash_after_the_warehouse_write_before_the_ledger_knows_collects_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    platform = _real(tmp_path, monkeypatch, docs=6)
+    platform.run_job("embeddings_submit")
+    deadline = time.monotonic() + 120
+    while not (requests := platform.tick().run_requests):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    [request] = requests
+    real_update_files = Ledger.update_files
+
+    def dies_before_recording_collected(self: Ledger, updates: Any) -> None:
+        if any(values.get("state") == FileState.COLLECTED for _, _, values in updates):
+            raise RuntimeError("the process died here")  # outcomes and costs are written, the ledger not told
+        real_update_files(self, updates)
+
+    monkeypatch.setattr(Ledger, "update_files", dies_before_recording_collected)
+    failed = platform.defs.resolve_job_def(request.job_name).execute_in_process(
+        partition_key=MONTH, instance=platform.instance, raise_on_error=False)
+    assert not failed.success
+    assert "the process died here" in str(failed.get_step_failure_events()[0].event_specific_data.error)  # type: ignore[union-attr]
+    assert platform.query("SELECT count(*) FROM batch_outcomes WHERE pipeline = 'embeddings'") == [(6,)]
+    monkeypatch.setattr(Ledger, "update_files", real_update_files)
+    platform.run_job("embeddings_collect")
+    assert platform.query("SELECT count(*) FROM document_embeddings") == [(6,)]
+    _one_final_outcome_per_item(platform)
+    # collected twice, recorded once: one outcome per item, one cost row per batch, nothing billed twice
+    assert platform.query("SELECT count(*) FROM batch_outcomes WHERE pipeline = 'embeddings'") == [(6,)]
+    assert platform.query("SELECT count(*), count(DISTINCT batch_id) FROM batch_costs "
+                          "WHERE pipeline = 'embeddings'") == [(1, 1)]

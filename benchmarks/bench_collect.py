@@ -9,7 +9,7 @@ completed batch on the local Batch API whose output file holds one answer per re
 embeddings: 1536 floats). Then, each case in its own process on a copy of that state:
   - ours: what the collect job's two steps run, each in a process of its own as Dagster runs them: the
     `<p>_results` asset's `collect_month` (download through the SDK, parse, outcomes and costs in DuckDB, the
-    ledger), then the `<p>` asset's `month_report` + `write_output_rows`; seconds added, peak RSS the larger;
+    ledger), then the `<p>` asset's `month_answers` + `write_output_rows`; seconds added, peak RSS the larger;
   - baseline: download the same files, a `json.loads` loop building the same outcome, cost and output rows,
     then the same DuckDB writes.
 Target: ours >= 5x faster than the baseline at 1M chat lines and at 50k x 1536 embeddings; peak RSS <= 1 GB.
@@ -44,7 +44,7 @@ from batch_assets.local.api import LocalBatchAPI  # noqa: E402
 from batch_assets.local.config import EngineConfig  # noqa: E402
 from batch_assets.local.store import new_id  # noqa: E402
 from batch_assets.local.transport import local_openai_client  # noqa: E402
-from batch_assets.pipelines.collect import collect_month, month_report  # noqa: E402
+from batch_assets.pipelines.collect import collect_month, month_answers  # noqa: E402
 from batch_assets.pipelines.outputs import write_output_rows  # noqa: E402
 from batch_assets.pipelines.plan import plan_month  # noqa: E402
 from batch_assets.pipelines.spec import PipelineSpec, SubmissionSettings  # noqa: E402
@@ -148,7 +148,7 @@ def run_output_step(spec: PipelineSpec, state: Path) -> None:
             declaration = spec.output_table_declaration()
             con = warehouse.connect(state / "warehouse.duckdb", tables=[declaration] if declaration else [])
             try:
-                current = month_report(ledger, con, spec.name, MONTH)
+                current = month_answers(ledger, con, spec.name, MONTH)
                 assert current.settings is not None
                 written = write_output_rows(con, spec, current.settings, current.classified, MONTH,
                                             state / "results")
@@ -170,8 +170,8 @@ def run_baseline(spec: PipelineSpec, state: Path) -> None:
             for stored in ledger.files(pipeline=spec.name, month=MONTH.isoformat()):
                 batch = client.retrieve(stored.batch_id or "")
                 path = state / "downloads" / f"{batch.id}.jsonl"
-                client.download(batch.output_file_id or "", path)
-                expected = plan_items(con, spec.name, MONTH, [stored.plan_id], file_sha256=stored.sha256)
+                client.download(batch.output_file_id or "", path, durable=False)  # as ours
+                expected = plan_items(con, spec.name, MONTH, [stored.plan_id], file_sha256s=[stored.sha256])
                 item_of = {cid: (item_id, body) for cid, item_id, body in expected.select(
                     "custom_id", "item_id", "body_sha256").iter_rows()}
                 outcomes: dict[str, list[Any]] = {k: [] for k in (

@@ -209,11 +209,13 @@ class BatchClient:
     def cancel(self, batch_id: str) -> Batch:
         return self._client.batches.cancel(batch_id)
 
-    def download(self, file_id: str, dest: Path) -> int:
+    def download(self, file_id: str, dest: Path, *, durable: bool = True) -> int:
         """Stream a file's content to ``dest`` and return the number of bytes written.
 
         Written to a temporary file beside ``dest`` and renamed into place, so ``dest`` is either
         the complete file or untouched. Memory use is one chunk, whatever the file size.
+        ``durable=False`` skips the fsync, for files read once and deleted (a crash only means
+        downloading again): syncing a 1 GB file took longer than downloading it.
         """
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -225,8 +227,9 @@ class BatchClient:
                 for chunk in response.iter_bytes(DOWNLOAD_CHUNK_BYTES):
                     fh.write(chunk)
                     written += len(chunk)
-                fh.flush()
-                os.fsync(fh.fileno())
+                if durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
             os.replace(tmp, dest)
         except BaseException:
             tmp.unlink(missing_ok=True)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -51,10 +52,12 @@ from batch_assets.batching.protocol import (
 __all__ = [
     "BATCH_FAILED_CODE",
     "MISSING_RESULT_CODE",
+    "BatchResultFiles",
     "RESULT_SCHEMA",
     "USAGE_SCHEMA",
     "ResultFileWarning",
     "parse_batch_results",
+    "parse_batches_results",
     "usage_totals",
 ]
 
@@ -75,6 +78,10 @@ RESULT_SCHEMA = pl.Schema(
         "embedding": pl.List(pl.Float32),  # embeddings: data[0].embedding
     }
 )
+# A cap on DuckDB's own buffers while reading result files (its default is 80% of the machine's memory); 256MB
+# made a 1 GB file of vectors read 40% slower.
+_READ_MEMORY_LIMIT = "512MB"
+_READ_SCHEMA = pl.Schema({**RESULT_SCHEMA, "filename": pl.String()})  # what _read_lines returns
 USAGE_SCHEMA = pl.Schema(
     {"response_model": pl.String, "n": pl.Int64, "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64,
      "cached_tokens": pl.Int64, "reasoning_tokens": pl.Int64}
@@ -158,7 +165,8 @@ class ResultFileWarning(UserWarning):
 
 
 def _read_lines(url: str, paths: list[Path]) -> pl.DataFrame:
-    """One flat row per result line of ``paths``, classified; ``custom_id`` null for unreadable lines."""
+    """One flat row per result line of ``paths``, classified, with the ``filename`` it came from (as given);
+    ``custom_id`` null for unreadable lines."""
     columns = (
         "{custom_id: 'VARCHAR', "
         f"response: 'STRUCT(status_code INTEGER, body {_BODY_TYPES[url]})', "
@@ -178,11 +186,13 @@ def _read_lines(url: str, paths: list[Path]) -> pl.DataFrame:
             coalesce(error.message, response.body.error.message) AS error_message,
             response.body.model AS response_model,
             {_ENDPOINT_FIELDS[url]}
-        FROM read_json($paths, format='newline_delimited', ignore_errors=true, columns={columns})
+            , filename
+        FROM read_json($paths, format='newline_delimited', ignore_errors=true, filename=true, columns={columns})
     """
     with duckdb.connect() as con:
         con.execute("SET preserve_insertion_order = false")  # rows are matched by custom_id anyway
         con.execute("SET enable_progress_bar = false")  # it would print into run logs on big files
+        con.execute(f"SET memory_limit = '{_READ_MEMORY_LIMIT}'")
         relation = con.sql(
             query,
             params={
@@ -191,7 +201,7 @@ def _read_lines(url: str, paths: list[Path]) -> pl.DataFrame:
                 "cancelled": BATCH_CANCELLED_CODE,
             },
         )
-        return pl.DataFrame(relation).cast(RESULT_SCHEMA)  # a no-op unless DuckDB's types drift
+        return pl.DataFrame(relation).cast(_READ_SCHEMA)  # a no-op unless DuckDB's types drift
 
 
 def _expected_ids(expected_custom_ids: Sequence[str] | pl.Series) -> pl.Series:
@@ -232,6 +242,22 @@ def _absent_label(batch_status: str, batch_error_code: str | None, batch_error_m
     return Outcome.MISSING, MISSING_RESULT_CODE, "no line for this custom_id in the batch's output or error file"
 
 
+@dataclass(frozen=True)
+class BatchResultFiles:
+    """One ended batch's downloaded files and what was expected of it (see ``parse_batch_results``)."""
+
+    expected_custom_ids: Sequence[str] | pl.Series
+    output_path: Path | None
+    error_path: Path | None
+    batch_status: str
+    batch_error_code: str | None = None
+    batch_error_message: str | None = None
+
+    @property
+    def paths(self) -> list[Path]:
+        return [Path(p) for p in (self.output_path, self.error_path) if p is not None]
+
+
 def parse_batch_results(
     *,
     url: str,
@@ -250,26 +276,55 @@ def parse_batch_results(
     ``batch_status`` must be terminal. For a ``failed`` batch, pass the first of ``batch.errors``
     as ``batch_error_code`` / ``batch_error_message``. See the module docstring for the rules.
     """
+    return parse_batches_results(url=url, batches=[BatchResultFiles(
+        expected_custom_ids, output_path, error_path, batch_status, batch_error_code, batch_error_message)])[0]
+
+
+def parse_batches_results(*, url: str, batches: Sequence[BatchResultFiles]) -> list[pl.DataFrame]:
+    """``parse_batch_results`` for several batches of one endpoint, their files read in one go (DuckDB parses
+    them side by side on all cores: twenty 50,000-line files took half the time read together). One frame per
+    batch, in order; each batch's lines count for that batch only."""
     if url not in SUPPORTED_URLS:
         raise ValueError(f"unsupported batch endpoint {url!r}: expected one of {', '.join(SUPPORTED_URLS)}")
-    if batch_status not in TERMINAL_BATCH_STATUSES:
-        raise ValueError(
-            f"batch status {batch_status!r} is not terminal: parse results only once the batch is "
-            f"one of {', '.join(sorted(TERMINAL_BATCH_STATUSES))}"
-        )
-    expected = _expected_ids(expected_custom_ids)
-    paths = [Path(p) for p in (output_path, error_path) if p is not None]
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"result file {path} does not exist: download it first (or pass None)")
+    for batch in batches:
+        if batch.batch_status not in TERMINAL_BATCH_STATUSES:
+            raise ValueError(
+                f"batch status {batch.batch_status!r} is not terminal: parse results only once the batch is "
+                f"one of {', '.join(sorted(TERMINAL_BATCH_STATUSES))}"
+            )
+        for path in batch.paths:
+            if not path.is_file():
+                raise FileNotFoundError(f"result file {path} does not exist: download it first (or pass None)")
+    paths = [path for batch in batches for path in batch.paths]
+    if len({str(p) for p in paths}) != len(paths):
+        raise ValueError("each batch's result files must be files of their own")
+    read = _read_lines(url, paths) if paths else None
+    if read is None:
+        by_file: dict[str, pl.DataFrame] = {}
+    elif len(paths) == 1:  # no regrouping (a month of vectors is one big file)
+        by_file = {str(paths[0]): read.drop("filename")}
+    else:
+        by_file = {str(key[0]): frame for key, frame in read.partition_by(
+            "filename", as_dict=True, include_key=False).items()}
+    del read
+    parsed = []
+    for batch in batches:
+        frames = [by_file.pop(str(p)) for p in batch.paths if str(p) in by_file]
+        lines = (frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical")) if frames \
+            else RESULT_SCHEMA.to_frame()
+        parsed.append(_settle(lines, batch))
+    return parsed
 
+
+def _settle(lines: pl.DataFrame, batch: BatchResultFiles) -> pl.DataFrame:
+    """One batch's lines -> exactly one row per expected id (the module docstring's rules)."""
+    expected = _expected_ids(batch.expected_custom_ids)
     # Set operations on the key column only: the wide rows are never reordered or gathered
     # unless something is off (repeated, unexpected or absent ids), which is what keeps this fast.
-    lines = _read_lines(url, paths) if paths else RESULT_SCHEMA.to_frame()
     unreadable = lines["custom_id"].null_count()
     if unreadable:
         lines = lines.filter(pl.col("custom_id").is_not_null())
-        _warn(f"{unreadable} result line(s) in {', '.join(map(str, paths))} are not JSON objects "
+        _warn(f"{unreadable} result line(s) in {', '.join(map(str, batch.paths))} are not JSON objects "
               "with a custom_id and were ignored")
     if _same_unique_ids(lines["custom_id"], expected):  # exactly one line per expected id
         return lines
@@ -288,7 +343,7 @@ def parse_batch_results(
     if lines.height == expected.len():  # unique, all expected, as many as expected: all are there
         return lines
 
-    outcome, code, message = _absent_label(batch_status, batch_error_code, batch_error_message)
+    outcome, code, message = _absent_label(batch.batch_status, batch.batch_error_code, batch.batch_error_message)
     absent = expected.to_frame().join(lines.select("custom_id"), on="custom_id", how="anti")
     absent = absent.select(
         pl.col("custom_id") if name == "custom_id"

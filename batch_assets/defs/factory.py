@@ -26,7 +26,7 @@ from batch_assets.defs.table_schema import table_schema
 from batch_assets.ledger.store import FileState
 from batch_assets.pipelines.accounting import ItemState, MonthReport
 from batch_assets.pipelines.budget import BudgetExceeded
-from batch_assets.pipelines.collect import collect_month, month_report
+from batch_assets.pipelines.collect import collect_month, month_answers, month_report
 from batch_assets.pipelines.outputs import write_output_rows
 from batch_assets.pipelines.plan import month_key, plan_month
 from batch_assets.pipelines.spec import BudgetPolicy, PipelineSpec, RetryPolicy, SubmissionSettings
@@ -309,7 +309,7 @@ def build_pipeline(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, 
                ledger: LedgerResource) -> dg.MaterializeResult:
         month = partition_month(context)
         with warehouse_db.connect() as con, ledger.open() as led:
-            current = month_report(led, con, spec.name, month)
+            current = month_answers(led, con, spec.name, month)
             if current.report is None or current.settings is None:
                 raise dg.Failure(f"{spec.output_table} {month:%Y-%m}: {current.message}; materialize "
                                  f"{spec.requests_asset} and {spec.batches_asset} for the month first")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import polars as pl
 
@@ -85,6 +86,21 @@ class MonthReport:
     @property
     def finished(self) -> bool:
         return self.state in (MonthState.DONE, MonthState.DONE_WITH_FAILURES, MonthState.CANCELLED)
+
+    def as_record(self) -> dict[str, Any]:
+        """A JSON-ready dict that `from_record` reads back (the ledger keeps the last one a collect made)."""
+        return {"state": self.state.value, "attempt": self.attempt, "n_items": self.n_items,
+                "by_state": self.by_state, "by_outcome": self.by_outcome, "by_attempt": self.by_attempt,
+                "failure_share": self.failure_share, "max_failure_share": self.max_failure_share,
+                "source_items_missing": self.source_items_missing,
+                "n_source_items_missing": self.n_source_items_missing}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> MonthReport:
+        return cls(MonthState(record["state"]), int(record["attempt"]), int(record["n_items"]),
+                   dict(record["by_state"]), dict(record["by_outcome"]), dict(record["by_attempt"]),
+                   float(record["failure_share"]), float(record["max_failure_share"]),
+                   list(record["source_items_missing"]), int(record["n_source_items_missing"]))
 
     def summary(self) -> str:
         parts = [f"{self.by_state.get(s, 0)} {s.replace('_', ' ')}" for s in ItemState if self.by_state.get(s)]

@@ -2,18 +2,13 @@
 next attempt. No Dagster.
 
 What was submitted comes from the ledger (request files by hash, items by plan, settings as submitted), never
-from today's files or the declaration's defaults. Each batch's results land as one Parquet file of payloads
-(`<results dir>/<batch id>.parquet`) and as its rows in `batch_outcomes` and `batch_costs`, replacing only that
-batch's rows, so collecting twice changes nothing and every attempt is kept.
+from today's files or the declaration's defaults. How ended batches land in the warehouse: `collect_batches`.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+import dataclasses
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -26,10 +21,10 @@ from openai.types import Batch
 
 from batch_assets import warehouse
 from batch_assets.batching.client import BatchClient
-from batch_assets.batching.pricing import Cost, actual_cost
+from batch_assets.batching.pricing import Cost
 from batch_assets.batching.protocol import BATCH_CANCELLED_CODE, TERMINAL_BATCH_STATUSES, Outcome
 from batch_assets.batching.request_files import PreparedRequest, plan_request_files, reread_requests
-from batch_assets.batching.results import RESULT_SCHEMA, parse_batch_results, usage_totals
+from batch_assets.batching.results import RESULT_SCHEMA
 from batch_assets.ledger.store import (
     FileState,
     Ledger,
@@ -41,36 +36,18 @@ from batch_assets.ledger.store import (
     StoredPlan,
 )
 from batch_assets.pipelines import accounting
+from batch_assets.pipelines.collect_batches import BatchCollected, CollectError, collect_batches
 from batch_assets.pipelines.plan import month_key
 from batch_assets.pipelines.spec import SubmissionSettings
 from batch_assets.warehouse.items import (
     BATCH_SOURCE,
     SUBMITTED,
+    final_successes,
     item_status,
     mark_final,
     plan_items,
     write_plan_items,
 )
-
-OUTCOME_COLUMNS = ("custom_id", "item_id", "attempt", "batch_id", "outcome", "status_code", "error_code",
-                   "error_message", "response_model", "prompt_tokens", "completion_tokens", "cached_tokens",
-                   "reasoning_tokens", "plan_id", "body_sha256")
-
-
-class CollectError(RuntimeError):
-    """Collecting could not finish; the message says what to do. Nothing collected so far is lost."""
-
-
-@dataclass(frozen=True)
-class BatchCollected:
-    batch_id: str
-    status: str
-    model: str
-    outcome_counts: dict[str, int]
-    prompt_tokens: int
-    completion_tokens: int
-    actual: Cost  # what the provider bills (local models: $0)
-    openai_equivalent: Cost | None  # the same tokens at the requested model's OpenAI price; None if unpriced
 
 
 @dataclass(frozen=True)
@@ -115,7 +92,7 @@ def collect_month(client: BatchClient, ledger: Ledger, con: duckdb.DuckDBPyConne
                 continue
             ended.append((stored, batch))
         if ended:
-            collected.extend(_collect_batches(client, ledger, con, plan, ended, work_dir, results_dir))
+            collected.extend(collect_batches(client, ledger, con, plan, ended, work_dir, results_dir))
         if record.cancel_requested:
             _cancel_unsubmitted(ledger, con, plan)
         if not ledger.files(plan_id=plan.plan_id, states=tuple(s for s in FileState if s not in (
@@ -148,124 +125,22 @@ def month_report(ledger: Ledger, con: duckdb.DuckDBPyConnection, pipeline: str, 
     return CollectOutcome((), (), report, settings, classified=classified)
 
 
-# -- ended batches ------------------------------------------------------------------------------------------------
-def _collect_batches(client: BatchClient, ledger: Ledger, con: duckdb.DuckDBPyConnection, plan: StoredPlan,
-                     ended: list[tuple[StoredFile, Batch]], work_dir: Path, results_dir: Path
-                     ) -> list[BatchCollected]:
-    """The plan's ended batches into the warehouse: each batch's payloads to its results Parquet file as it is
-    parsed, then every batch's outcome and cost rows in one write (one delete and one insert for the lot, not one
-    per batch), then the ledger. A crash before the ledger says collected only means collecting them again."""
-    now = time.time()
-    ledger.update_files([(plan.plan_id, stored.sha256, {
-        "state": FileState.ENDED, "batch_status": batch.status, "ended_at": stored.ended_at or now})
-        for stored, batch in ended])
-    month = date.fromisoformat(plan.month)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=".outcomes-", dir=work_dir))
-    try:
-        collected, costs, outcome_files = [], [], []
-        for stored, batch in ended:
-            parsed = _parse_batch(client, con, plan, stored, batch, work_dir)
-            outcome_files.append(staged / f"{batch.id}.parquet")
-            try:
-                _write_parquet(parsed, results_dir / f"{batch.id}.parquet")
-                _write_parquet(parsed.select(*OUTCOME_COLUMNS, pl.lit(False).alias("final"),
-                                             pl.lit(stored.model).alias("requested_model"),
-                                             pl.lit(BATCH_SOURCE).alias("source")), outcome_files[-1])
-            except OSError as exc:
-                raise CollectError(
-                    f"could not write the results of batch {batch.id} to {results_dir} ({exc}): nothing was lost, "
-                    "the results stay at the provider. Free some space (or fix the folder) and launch "
-                    f"{plan.pipeline}_collect for {plan.month[:7]} again") from exc
-            batch_costs, actual, equivalent = _costs(parsed, batch.id, stored.model)
-            costs.append(batch_costs)
-            counts = {str(k): n for k, n in parsed.group_by("outcome").len().iter_rows()}
-            collected.append(BatchCollected(
-                batch.id, batch.status, stored.model, counts, int(batch_costs["prompt_tokens"].sum() or 0),
-                int(batch_costs["completion_tokens"].sum() or 0), actual, equivalent))
-            del parsed
-        batch_ids = [batch.id for _, batch in ended]
-        warehouse.replace_partition_from_parquet(con, "batch_outcomes", month, outcome_files,
-                                                 pipeline=plan.pipeline, within={"batch_id": batch_ids})
-        warehouse.replace_partition(con, "batch_costs", month, pl.concat(costs), pipeline=plan.pipeline,
-                                    within={"batch_id": batch_ids})
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
-    now = time.time()
-    ledger.update_files([(plan.plan_id, stored.sha256, {"state": FileState.COLLECTED, "collected_at": now})
-                         for stored, _ in ended])
-    return collected
-
-
-def _parse_batch(client: BatchClient, con: duckdb.DuckDBPyConnection, plan: StoredPlan, stored: StoredFile,
-                 batch: Batch, work_dir: Path) -> pl.DataFrame:
-    """One ended batch's output and error files, downloaded and parsed: a RESULT_SCHEMA row per item of its
-    request file, with the item's ids, body hash, attempt and plan, and the batch id."""
-    month = date.fromisoformat(stored.month)
-    paths: dict[str, Path] = {}
-    try:
-        for kind, file_id in (("output", batch.output_file_id), ("error", batch.error_file_id)):
-            if file_id:
-                paths[kind] = work_dir / f"{batch.id}_{kind}.jsonl"
-                try:
-                    client.download(file_id, paths[kind])
-                except OSError as exc:
-                    raise CollectError(
-                        f"could not save the {kind} file of batch {batch.id} to {work_dir} ({exc}): nothing was "
-                        "lost, the results stay at the provider. Free some space (or fix the folder) and launch "
-                        f"{stored.pipeline}_collect for {stored.month[:7]} again") from exc
-        expected = plan_items(con, stored.pipeline, month, [plan.plan_id], file_sha256=stored.sha256)
-        first_error = batch.errors.data[0] if batch.errors and batch.errors.data else None
-        parsed = parse_batch_results(
-            url=stored.url, expected_custom_ids=expected["custom_id"], output_path=paths.get("output"),
-            error_path=paths.get("error"), batch_status=batch.status,
-            batch_error_code=getattr(first_error, "code", None),
-            batch_error_message=getattr(first_error, "message", None))
-    finally:
-        for path in paths.values():  # the results Parquet file keeps every field the pipelines use
-            path.unlink(missing_ok=True)
-    return parsed.join(expected.select("custom_id", "item_id", "body_sha256", "attempt", "plan_id"),
-                       on="custom_id", how="left").with_columns(pl.lit(batch.id).alias("batch_id"))
-
-
-def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        # Small row groups: the writer buffers one group at a time (a month of 1536-float vectors in one group
-        # took ~300 MB more memory to write).
-        frame.write_parquet(tmp, row_group_size=4_096)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _costs(parsed: pl.DataFrame, batch_id: str, requested_model: str) -> tuple[pl.DataFrame, Cost, Cost | None]:
-    rows = []
-    actual_total, equivalent_total, equivalent_known = Cost.zero(), Cost.zero(), True
-    for usage in usage_totals(parsed).iter_rows(named=True):
-        model = usage["response_model"] or requested_model
-        prompt, completion = int(usage["prompt_tokens"] or 0), int(usage["completion_tokens"] or 0)
-        cached, reasoning = int(usage["cached_tokens"] or 0), int(usage["reasoning_tokens"] or 0)
-        cost = actual_cost(model, prompt, completion, cached_tokens=cached, reasoning_tokens=reasoning)
-        equivalent = actual_cost(requested_model, prompt, completion, cached_tokens=cached,
-                                 reasoning_tokens=reasoning)
-        if cost is not None:
-            actual_total += cost
-        if equivalent is None:
-            equivalent_known = False
-        else:
-            equivalent_total += equivalent
-        rows.append({"batch_id": batch_id, "model": model, "requests": int(usage["n"]), "prompt_tokens": prompt,
-                     "completion_tokens": completion, "cached_tokens": cached, "reasoning_tokens": reasoning,
-                     "batch_usd": cost.batch_usd if cost else None,
-                     "standard_usd": cost.standard_usd if cost else None,
-                     "saving_usd": cost.saving_usd if cost else None})
-    frame = pl.DataFrame(rows, schema={
-        "batch_id": pl.String, "model": pl.String, "requests": pl.Int64, "prompt_tokens": pl.Int64,
-        "completion_tokens": pl.Int64, "cached_tokens": pl.Int64, "reasoning_tokens": pl.Int64,
-        "batch_usd": pl.Float64, "standard_usd": pl.Float64, "saving_usd": pl.Float64})
-    return frame, actual_total, equivalent_total if equivalent_known else None
+def month_answers(ledger: Ledger, con: duckdb.DuckDBPyConnection, pipeline: str, month: date) -> CollectOutcome:
+    """What the output table is built from: the month's report and its succeeded items (`classified` holds
+    only those). Read from what the last collect left (its report in the ledger, the final outcomes it marked)
+    when that was for the month's current plan, which spares a month of a million items its second accounting;
+    else worked out anew, as `month_report` does."""
+    record = ledger.month(pipeline, month_key(month))
+    stored = orjson.loads(record.summary) if record is not None and record.summary else {}
+    if record is None or record.root_plan_id is None or stored.get("root_plan_id") != record.root_plan_id \
+            or "report" not in stored:
+        return month_report(ledger, con, pipeline, month)
+    root = ledger.plan(record.root_plan_id)
+    assert root is not None
+    report = dataclasses.replace(accounting.MonthReport.from_record(stored["report"]), state=record.state)
+    successes = final_successes(con, pipeline, month).with_columns(
+        pl.lit(accounting.ItemState.SUCCEEDED.value).alias("item_state"))
+    return CollectOutcome((), (), report, SubmissionSettings.from_json(root.settings), classified=successes)
 
 
 def _cancel_unsubmitted(ledger: Ledger, con: duckdb.DuckDBPyConnection, plan: StoredPlan) -> None:
@@ -274,7 +149,7 @@ def _cancel_unsubmitted(ledger: Ledger, con: duckdb.DuckDBPyConnection, plan: St
     for stored in ledger.files(plan_id=plan.plan_id, states=(FileState.CANCELLED,)):
         if stored.collected_at is not None:
             continue
-        items = plan_items(con, plan.pipeline, month, [plan.plan_id], file_sha256=stored.sha256)
+        items = plan_items(con, plan.pipeline, month, [plan.plan_id], file_sha256s=[stored.sha256])
         rows = items.select(
             "custom_id", "item_id", "attempt", pl.lit(None, pl.String).alias("batch_id"),
             pl.lit(Outcome.CANCELLED.value).alias("outcome"), pl.lit(None, pl.Int32).alias("status_code"),
@@ -320,8 +195,10 @@ def _account(ledger: Ledger, con: duckdb.DuckDBPyConnection, pipeline: str, mont
     attempt = retry_plan.attempt if retry_plan else record.attempt
     report = accounting.report(classified, state=state, attempt=attempt, policy=settings.retry,
                                source_item_ids=source_item_ids)
+    # The report and the plan it is for: the output step reads them back instead of accounting again.
     ledger.update_month(pipeline, key, state=state, summary=orjson.dumps({
-        "by_state": report.by_state, "by_outcome": report.by_outcome, "n_items": report.n_items}).decode())
+        "by_state": report.by_state, "by_outcome": report.by_outcome, "n_items": report.n_items,
+        "root_plan_id": root.plan_id, "report": report.as_record()}).decode())
     message = report.summary()
     if retry_plan is not None:
         message += (f"; {retry_plan.n_requests} item(s) will be resubmitted as attempt {retry_plan.attempt} by the "
@@ -379,5 +256,5 @@ def _lines_as_submitted(ledger: Ledger, last: pl.DataFrame) -> Iterator[Prepared
         yield from reread_requests(Path(stored.path), stored.url, stored.model, wanted)
 
 
-__all__ = ["BatchCollected", "CollectOutcome", "MonthState", "RESULT_SCHEMA", "collect_month", "month_report",
-           "plan_retry"]
+__all__ = ["BatchCollected", "CollectError", "CollectOutcome", "MonthState", "RESULT_SCHEMA", "collect_month",
+           "month_answers", "month_report", "plan_retry"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -15,8 +18,10 @@ from batch_assets.batching.results import (
     MISSING_RESULT_CODE,
     RESULT_SCHEMA,
     USAGE_SCHEMA,
+    BatchResultFiles,
     ResultFileWarning,
     parse_batch_results,
+    parse_batches_results,
     usage_totals,
 )
 
@@ -296,3 +301,55 @@ def test_one_row_per_id_with_repeats_strangers_and_gaps_together(tmp_path: Path)
     assert df["outcome"].to_list() == ["succeeded", "succeeded", "succeeded", "http_error", "missing"]
     assert df["content"].to_list()[:3] == ["ok", "second try", "ok"]
     assert df["status_code"].to_list()[3] == 404
+
+
+# ---------------------------------------------------------------- several batches in one read
+
+
+def test_batches_read_together_keep_each_line_with_its_own_batch(tmp_path: Path) -> None:
+    # The same custom_id in two batches (e.g. two plans' files), a bad line, a missing line and an error file:
+    # each batch gets exactly its own rows, as if parsed alone.
+    first_out = write_jsonl(tmp_path / "a_out.jsonl", [chat_ok("x", "first"), chat_ok("y", "first")])
+    with first_out.open("a") as fh:
+        fh.write("not json\n")
+    second_out = write_jsonl(tmp_path / "b_out.jsonl", [chat_ok("x", "second")])
+    second_err = write_jsonl(tmp_path / "b_err.jsonl", [http_error("z", 429)])
+    third_err = write_jsonl(tmp_path / "c_err.jsonl", [batch_error("w", "batch_expired")])
+    batches = [
+        BatchResultFiles(["x", "y"], first_out, None, "completed"),
+        BatchResultFiles(["x", "z", "v"], second_out, second_err, "completed"),
+        BatchResultFiles(["w"], None, third_err, "expired"),
+        BatchResultFiles(["u"], None, None, "failed", "token_limit_exceeded", "too many tokens"),
+    ]
+    with pytest.warns(ResultFileWarning, match="1 result line"):
+        parsed = parse_batches_results(url=CHAT_COMPLETIONS_URL, batches=batches)
+    rows = [{r["custom_id"]: (r["outcome"], r["content"], r["error_code"]) for r in frame.iter_rows(named=True)}
+            for frame in parsed]
+    assert all(frame.schema == RESULT_SCHEMA for frame in parsed)
+    assert rows[0] == {"x": ("succeeded", "first", None), "y": ("succeeded", "first", None)}
+    assert rows[1] == {"x": ("succeeded", "second", None), "z": ("http_error", None, "rate_limit_exceeded"),
+                       "v": ("missing", None, MISSING_RESULT_CODE)}
+    assert rows[2] == {"w": ("expired", None, "batch_expired")}
+    assert rows[3] == {"u": ("missing", None, "token_limit_exceeded")}
+    # the same as each batch parsed alone
+    for batch, frame in zip(batches, parsed, strict=True):
+        with pytest.warns(ResultFileWarning) if batch.output_path == first_out else _no_warning():
+            alone = parse_batch_results(url=CHAT_COMPLETIONS_URL, expected_custom_ids=batch.expected_custom_ids,
+                                        output_path=batch.output_path, error_path=batch.error_path,
+                                        batch_status=batch.batch_status, batch_error_code=batch.batch_error_code,
+                                        batch_error_message=batch.batch_error_message)
+        assert alone.sort("custom_id").equals(frame.sort("custom_id"))
+
+
+def test_one_file_given_to_two_batches_is_refused(tmp_path: Path) -> None:
+    out = write_jsonl(tmp_path / "out.jsonl", [chat_ok("x")])
+    with pytest.raises(ValueError, match="files of their own"):
+        parse_batches_results(url=CHAT_COMPLETIONS_URL, batches=[
+            BatchResultFiles(["x"], out, None, "completed"), BatchResultFiles(["x"], out, None, "completed")])
+
+
+@contextlib.contextmanager
+def _no_warning() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResultFileWarning)
+        yield

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
 
@@ -204,6 +205,36 @@ def test_embeddings_from_parquet_files_and_lazy_frames(con: duckdb.DuckDBPyConne
         embeddings(["z"], [[1.0, 2.0, 3.0]]).write_parquet(tmp_path / "3.parquet")
         wh.replace_partition_from_parquet(con, "document_embeddings", MARCH, tmp_path / "3.parquet")
     assert wh.read_table(con, "document_embeddings", MARCH).height == 3
+
+
+def test_rows_built_frame_by_frame_stream_into_one_replace(con: duckdb.DuckDBPyConnection) -> None:
+    wh.replace_partition(con, "document_embeddings", MARCH, embeddings(["old"], [[1.0, 0.0]]))
+    wh.replace_partition(con, "document_embeddings", APRIL, embeddings(["april"], [[1.0, 0.0]]))
+    pulled: list[int] = []
+
+    def frames(fail_after: int | None = None) -> Iterator[pl.DataFrame]:
+        for i, ids in enumerate((["a", "b"], ["c"], [])):
+            if fail_after is not None and i == fail_after:
+                raise ValueError("the output builder broke on chunk 2")
+            pulled.append(i)
+            yield embeddings(ids or ["x"], [[0.5, 0.5]] * len(ids or ["x"]), pl.Array(pl.Float32, 2)).head(len(ids))
+
+    assert wh.replace_partition_from_frames(con, "document_embeddings", MARCH, frames()) == 3
+    assert pulled == [0, 1, 2]
+    back = wh.read_table(con, "document_embeddings")
+    assert back.select("month", "document_id").rows() == [(MARCH, "a"), (MARCH, "b"), (MARCH, "c"), (APRIL, "april")]
+    # a builder failing midway: its own error, and the month as it was
+    with pytest.raises(ValueError, match="broke on chunk 2"):
+        wh.replace_partition_from_frames(con, "document_embeddings", MARCH, frames(fail_after=1))
+    assert wh.read_table(con, "document_embeddings", MARCH)["document_id"].to_list() == ["a", "b", "c"]
+    # vectors of another width in a later frame: refused, nothing changed
+    mixed = iter([embeddings(["d"], [[1.0, 0.0]]), embeddings(["e"], [[1.0, 0.0, 0.0]])])
+    with pytest.raises(WarehouseError, match="same length; found 2 and 3"):
+        wh.replace_partition_from_frames(con, "document_embeddings", MARCH, mixed)
+    assert wh.read_table(con, "document_embeddings", MARCH).height == 3
+    with pytest.raises(WarehouseError, match="leave the month column out"):
+        wh.replace_partition_from_frames(con, "document_embeddings", MARCH,
+                                         [embeddings(["f"], [[1.0, 0.0]]).with_columns(month=pl.lit(MARCH))])
 
 
 def test_nearest_documents_ranks_by_cosine_similarity(con: duckdb.DuckDBPyConnection) -> None:

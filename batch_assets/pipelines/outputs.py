@@ -3,7 +3,6 @@ were built with (from the ledger), never the declaration's defaults. No Dagster.
 
 from __future__ import annotations
 
-import tempfile
 from datetime import date
 from pathlib import Path
 from typing import Final
@@ -16,7 +15,7 @@ from batch_assets.batching.results import RESULT_SCHEMA
 from batch_assets.pipelines.accounting import ItemState
 from batch_assets.pipelines.spec import PipelineSpec, SubmissionSettings
 from batch_assets.warehouse.answers import duplicated_ids, stream_answered_items
-from batch_assets.warehouse.writes import replace_partition_from_parquet
+from batch_assets.warehouse.writes import replace_partition_from_frames
 
 # Rows per chunk handed to a pipeline's build_outputs (~3 MB of chat answers, ~25 MB of 1536-float vectors):
 # smaller chunks cost a little time, bigger ones memory.
@@ -61,15 +60,9 @@ def write_output_rows(con: duckdb.DuckDBPyConnection, spec: PipelineSpec, settin
     successes = _successes(classified)
     files = _results_files(successes, results_dir)
     chunk_rows = _EMBEDDING_CHUNK_ROWS if spec.endpoint == EMBEDDINGS_URL else _CHUNK_ROWS
-    results_dir.mkdir(parents=True, exist_ok=True)
-    # Each chunk's rows go to a Parquet file and DuckDB loads them all in one statement: it streams them to disk,
-    # where inserting frame after frame in one transaction held them in memory until the commit.
-    with tempfile.TemporaryDirectory(prefix=".outputs-", dir=results_dir) as folder:
-        paths = []
-        for i, joined in enumerate(stream_answered_items(
-                con, spec.source, spec.item_id_column, month, successes, files, RESULT_SCHEMA, chunk_rows=chunk_rows,
-                source_columns=spec.output_source_columns)):
-            rows = spec.build_outputs(joined, settings.pipeline).select(pl.lit(month).alias("month"), pl.all())
-            paths.append(Path(folder) / f"{i:06d}.parquet")
-            rows.write_parquet(paths[-1])
-        return replace_partition_from_parquet(con, spec.output_table, month, paths)
+    # DuckDB pulls each chunk's rows as they are built, in one INSERT (writing them to Parquet files first and
+    # loading those took a second more for a month of vectors).
+    return replace_partition_from_frames(con, spec.output_table, month, (
+        spec.build_outputs(joined, settings.pipeline) for joined in stream_answered_items(
+            con, spec.source, spec.item_id_column, month, successes, files, RESULT_SCHEMA, chunk_rows=chunk_rows,
+            source_columns=spec.output_source_columns)))

@@ -18,7 +18,11 @@ from batch_assets.warehouse.schema import (
     table_columns,
     table_exists,
 )
-from batch_assets.warehouse.writes import replace_partition, replace_partition_from_parquet
+from batch_assets.warehouse.writes import (
+    replace_partition,
+    replace_partition_from_frames,
+    replace_partition_from_parquet,
+)
 
 __all__ = [
     "DEFAULT_DUCKDB_PATH",
@@ -36,6 +40,7 @@ __all__ = [
     "read_documents",
     "read_table",
     "replace_partition",
+    "replace_partition_from_frames",
     "replace_partition_from_parquet",
     "table_columns",
     "table_exists",

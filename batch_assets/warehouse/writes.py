@@ -1,20 +1,22 @@
 """Partition-replace writes: one month (and, for shared tables, one pipeline) replaced in one transaction.
 
-Frames reach DuckDB through the Arrow C stream interface (zero copy, no pyarrow needed). Big loads — a month
-of 1536-float embeddings — go through Parquet files instead: DuckDB streams them into the table without the
-rows ever being Python objects (a LazyFrame is sunk to Parquet first, which polars also streams).
+Frames reach DuckDB through the Arrow C stream interface (zero copy). Rows built chunk by chunk (a month of
+output rows) stream through one INSERT from an Arrow reader; rows already in files load from Parquet, which
+DuckDB streams too (a LazyFrame is sunk to Parquet first, which polars also streams).
 """
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date
 from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
 from batch_assets.sources import month_start
 from batch_assets.warehouse.schema import (
@@ -101,6 +103,54 @@ def replace_partition_from_parquet(
         ).fetchall()
         dims = int(first[0][0]) if first else None
     return _replace(con, table, month_start(month), pipeline, source, columns, dims, within)
+
+
+def replace_partition_from_frames(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    month: str | date,
+    frames: Iterable[pl.DataFrame],
+    *,
+    pipeline: str | None = None,
+) -> int:
+    """`replace_partition` with rows that come frame by frame (a month of output rows as they are built): DuckDB
+    pulls them through one INSERT as it goes, so they are neither all in memory at once nor written to files
+    first. Every frame has the table's columns but `month` (and `pipeline`), which are filled in; the first
+    frame fixes the columns and the rest are cast to them."""
+    table_columns(con, table)
+    chunks = iter(frames)
+    first = next(chunks, None)
+    if first is None:
+        raise WarehouseError(f"no frames given for {table}: pass at least one, maybe empty")
+    for column in ("month", "pipeline"):
+        if column in first.columns:
+            raise WarehouseError(f"leave the {column} column out of frames written to {table}: it is filled in")
+    dims = _frame_dims(first) if table == EMBEDDINGS_TABLE else None
+    schema = first.to_arrow().schema
+
+    raised: list[BaseException] = []  # what went wrong while making the frames, raised as itself
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            for chunk in itertools.chain([first], chunks):
+                if dims is not None and (chunk_dims := _frame_dims(chunk)) not in (None, dims):
+                    raise WarehouseError(f"embedding vectors in one write must all have the same length; found "
+                                         f"{dims} and {chunk_dims}")
+                yield from chunk.to_arrow().cast(schema).to_batches()
+        except BaseException as error:
+            raised.append(error)
+            raise
+
+    name = f"_batch_assets_frames_{uuid.uuid4().hex}"
+    con.register(name, pa.RecordBatchReader.from_batches(schema, batches()))
+    try:
+        return _replace(con, table, month_start(month), pipeline, quote(name), first.columns, dims)
+    except (WarehouseError, duckdb.Error):
+        if raised:  # the write was rolled back; say what really failed, not how DuckDB saw it
+            raise raised[0] from None
+        raise
+    finally:
+        con.unregister(name)
 
 
 def _frame_dims(frame: pl.DataFrame) -> int | None:

@@ -242,7 +242,7 @@ def test_a_full_disk_while_collecting_loses_nothing(tmp_path: Path, monkeypatch:
     platform.run_job("embeddings_submit")
     real_download = BatchClient.download
 
-    def disk_full(self: BatchClient, file_id: str, dest: Path) -> int:
+    def disk_full(self: BatchClient, file_id: str, dest: Path, *, durable: bool = True) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(BatchClient, "download", disk_full)

@@ -125,18 +125,22 @@ def month_state(classified: pl.DataFrame, *, cancelled_by_user: bool, retry_plan
 def report(classified: pl.DataFrame, *, state: MonthState, attempt: int, policy: RetryPolicy,
            source_item_ids: pl.Series | None = None) -> MonthReport:
     by_state = dict.fromkeys((s.value for s in ItemState), 0)
-    for item_state, n in classified.group_by("item_state").len().iter_rows():
+    for item_state, n in classified.lazy().group_by("item_state").len().collect().iter_rows():
         by_state[item_state] = n
-    final = classified.filter(pl.col("item_state").is_in([s.value for s in FINAL_ITEM_STATES]))
-    by_outcome = {str(k): n for k, n in final.group_by("outcome").len().sort("outcome").iter_rows()}
-    by_attempt = {str(k): n for k, n in final.group_by("attempt").len().sort("attempt").iter_rows()}
+    # Lazy, so only the columns counted are read: a month of a million items is not copied to be counted.
+    final = classified.lazy().filter(pl.col("item_state").is_in([s.value for s in FINAL_ITEM_STATES]))
+    by_outcome = {str(k): n for k, n in final.group_by("outcome").len().sort("outcome").collect().iter_rows()}
+    by_attempt = {str(k): n for k, n in final.group_by("attempt").len().sort("attempt").collect().iter_rows()}
     n_items = classified.height
     failures = by_state[ItemState.FAILED]
     missing: list[str] = []
     n_missing = 0
     if source_item_ids is not None:
         item_ids = source_item_ids.cast(pl.String)
-        absent = item_ids.filter(~item_ids.is_in(classified["item_id"].cast(pl.String).implode()))
+        # By 64-bit hashes (8 bytes an id, not the strings again): an id counts as planned only if some planned
+        # id hashes the same, so a missing one is missed only on a 64-bit collision.
+        planned = classified["item_id"].cast(pl.String).hash(seed=0)
+        absent = item_ids.filter(~item_ids.hash(seed=0).is_in(planned.implode()))
         n_missing, missing = absent.len(), absent.head(5).to_list()
     return MonthReport(state, attempt, n_items, by_state, by_outcome, by_attempt,
                        failures / n_items if n_items else 0.0, policy.max_failure_share, missing, n_missing)

@@ -178,8 +178,9 @@ def _account(ledger: Ledger, con: duckdb.DuckDBPyConnection, pipeline: str, mont
              pending: tuple[str, ...], *, requests_dir: Path, source_item_ids: pl.Series | None) -> CollectOutcome:
     key = month_key(month)
     classified = _classified(ledger, con, pipeline, month, root.plan_id, settings, cancelled_by_user)
-    final = classified.filter(pl.col("item_state").is_in([s.value for s in accounting.FINAL_ITEM_STATES])
-                              & pl.col("outcome_plan_id").is_not_null())
+    final = classified.lazy().filter(pl.col("item_state").is_in([s.value for s in accounting.FINAL_ITEM_STATES])
+                                     & pl.col("outcome_plan_id").is_not_null()).select(
+        "custom_id", "outcome_plan_id").collect()
     mark_final(con, pipeline, month, final)
     still_open = ledger.plans(pipeline, key, states=(PlanState.PLANNED, PlanState.SUBMITTING, PlanState.SUBMITTED))
     retry_plan = None

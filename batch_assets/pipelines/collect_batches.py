@@ -84,12 +84,10 @@ def collect_batches(client: BatchClient, ledger: Ledger, con: duckdb.DuckDBPyCon
             outcomes = []
             for (stored_, batch_, _), (parsed, items) in zip(group, _parse_group(con, plan, group), strict=True):
                 _write_results(parsed, results_dir / f"{batch_.id}.parquet", plan, batch_.id)
-                outcomes.append(_with_items(parsed, items, batch_.id).select(
-                    *OUTCOME_COLUMNS, pl.lit(False).alias("final"), pl.lit(stored_.model).alias("requested_model"),
-                    pl.lit(BATCH_SOURCE).alias("source")))
+                outcomes.append(_outcome_rows(parsed, items, batch_.id, stored_.model))
                 batch_costs, actual, equivalent = _costs(parsed, batch_.id, stored_.model)
                 costs.append(batch_costs)
-                counts = {str(k): n for k, n in parsed.group_by("outcome").len().iter_rows()}
+                counts = {str(k): n for k, n in parsed["outcome"].value_counts().iter_rows()}
                 collected.append(BatchCollected(
                     batch_.id, batch_.status, stored_.model, counts, int(batch_costs["prompt_tokens"].sum() or 0),
                     int(batch_costs["completion_tokens"].sum() or 0), actual, equivalent))
@@ -158,12 +156,17 @@ def _parse_group(con: duckdb.DuckDBPyConnection, plan: StoredPlan, group: list[D
     return list(zip(parse_batches_results(url=plan.endpoint, batches=files), items, strict=True))
 
 
-def _with_items(parsed: pl.DataFrame, items: pl.DataFrame, batch_id: str) -> pl.DataFrame:
-    """`parsed` with each row's item columns beside it. Only the keys are joined, in the parsed rows' order, so
-    the wide payload columns (a month of vectors) are not copied."""
+def _outcome_rows(parsed: pl.DataFrame, items: pl.DataFrame, batch_id: str, requested_model: str) -> pl.DataFrame:
+    """The `batch_outcomes` rows of one batch: each parsed row with its item's columns. Only the keys are joined,
+    in the parsed rows' order, and the payload columns are left out first, so a month of vectors is not copied."""
     keyed = parsed.select("custom_id").join(items, on="custom_id", how="left", maintain_order="left")
-    return parsed.hstack(keyed.select("item_id", "body_sha256", "attempt", "plan_id")).with_columns(
-        pl.lit(batch_id).alias("batch_id"))
+    own = [c for c in OUTCOME_COLUMNS if c in parsed.columns]
+    return parsed.select(own).hstack(keyed.select(c for c in OUTCOME_COLUMNS if c not in own and c in items.columns)
+                                     ).select(*(pl.lit(batch_id).alias(c) if c == "batch_id" else pl.col(c)
+                                                for c in OUTCOME_COLUMNS),
+                                              pl.lit(False).alias("final"),
+                                              pl.lit(requested_model).alias("requested_model"),
+                                              pl.lit(BATCH_SOURCE).alias("source"))
 
 
 def _write_results(parsed: pl.DataFrame, path: Path, plan: StoredPlan, batch_id: str, *,

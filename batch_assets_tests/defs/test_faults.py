@@ -3,13 +3,14 @@ afterwards — every item accounted for, nothing paid twice, a message that says
 
 The matrix (README, "What can go wrong"): item failures · expiry · two submits at once · a lost create response ·
 a crash between create and record · requests re-materialized mid-flight · materialize-all · cancel from the CLI ·
-run config reaching the output rows · a full disk while collecting · DuckDB out of memory while collecting ·
-a crash after collecting, before the ledger knows.
+run config reaching the output rows · a garbled result line · a full disk while collecting · DuckDB out of
+memory while collecting · a crash after collecting, before the ledger knows.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import multiprocessing
 import time
 from datetime import date
@@ -20,6 +21,7 @@ import dagster as dg
 import pytest
 
 from batch_assets.batching.client import BatchClient
+from batch_assets.batching.results import ResultFileWarning
 from batch_assets.cli import main
 from batch_assets.defs.resources import BatchAPIResource
 from batch_assets.ledger.store import FileState, Ledger, MonthState
@@ -260,6 +262,49 @@ def test_a_full_disk_while_collecting_loses_nothing(tmp_path: Path, monkeypatch:
     platform.run_job("embeddings_collect")
     assert platform.query("SELECT count(*) FROM document_embeddings") == [(4,)]
     _one_final_outcome_per_item(platform)
+
+
+def test_a_garbled_result_line_is_retried_and_its_batchmates_are_kept(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # Three batches of two, collected together (their files are parsed in one read); one line of one output file
+    # arrives cut in half and another with a custom_id nobody asked for.
+    platform = _real(tmp_path, monkeypatch, docs=6)
+    platform.run_job("embeddings_submit", run_config={
+        "ops": {"embeddings_requests": {"config": {"max_requests_per_file": 2}}}})
+    with platform.ledger() as ledger:
+        batch_ids = [f.batch_id for f in ledger.files(pipeline="embeddings", month=MONTH)]
+    assert len(batch_ids) == 3
+    client = _client(platform)
+    deadline = time.monotonic() + 120
+    while any(client.retrieve(b or "").status != "completed" for b in batch_ids):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    real_download = BatchClient.download
+    garbled: list[str] = []
+
+    def garbling(self: BatchClient, file_id: str, dest: Path, *, durable: bool = True) -> int:
+        written = real_download(self, file_id, dest, durable=durable)
+        if not garbled and dest.name.endswith("_output.jsonl"):
+            first, *rest = dest.read_bytes().splitlines(keepends=True)
+            garbled.append(json.loads(first)["custom_id"])
+            stranger = json.dumps({**json.loads(rest[0]), "custom_id": "nobody-asked"}).encode() + b"\n"
+            dest.write_bytes(first[: len(first) // 2] + b"\n" + b"".join(rest) + stranger)
+        return written
+
+    monkeypatch.setattr(BatchClient, "download", garbling)
+    with pytest.warns(ResultFileWarning):
+        platform.drive_sensor()
+    [item_id] = [i for (i,) in platform.query(
+        f"SELECT item_id FROM batch_requests WHERE custom_id = '{garbled[0]}' AND attempt = 1")]
+    # the cut line's item came back missing, went out again on its own, and succeeded; nothing else did
+    assert platform.query(f"SELECT attempt, outcome, error_code FROM batch_outcomes WHERE item_id = '{item_id}' "
+                          "ORDER BY attempt") == [(1, "missing", "missing_result"), (2, "succeeded", None)]
+    assert platform.query("SELECT attempt, count(*) FROM batch_requests WHERE source = 'submitted' "
+                          "GROUP BY 1 ORDER BY 1") == [(1, 6), (2, 1)]
+    assert platform.query("SELECT count(*) FROM batch_outcomes WHERE custom_id = 'nobody-asked'") == [(0,)]
+    assert platform.query("SELECT count(*) FROM document_embeddings") == [(6,)]
+    _one_final_outcome_per_item(platform)
+    assert _month_state(platform) == MonthState.DONE
 
 
 def test_duckdb_out_of_memory_while_collecting_says_what_to_set(tmp_path: Path,

@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -22,12 +23,24 @@ def _count(chunk: Sequence[str]) -> list[int]:
     return count_text_tokens(chunk, "gpt-4o-mini", num_threads=1)
 
 
+def _children() -> set[int]:
+    """This process's children, running or not yet reaped (Linux lists them per thread)."""
+    return {int(pid) for task in Path("/proc/self/task").iterdir() for pid in (task / "children").read_text().split()}
+
+
+_before: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def _children_before() -> None:
+    """What earlier tests left (a local engine worker idling, say) is not this test's to check."""
+    _before.clear()
+    _before.update(_children())
+
+
 def _no_children_left() -> bool:
-    try:
-        os.waitpid(-1, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return False
+    """No child this test started is left: not running, not waiting to be reaped."""
+    return _children() <= _before
 
 
 @pytest.mark.parametrize("ahead", [1, 2, 5])

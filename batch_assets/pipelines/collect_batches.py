@@ -56,7 +56,6 @@ class BatchCollected:
     openai_equivalent: Cost | None  # the same tokens at the requested model's OpenAI price; None if unpriced
 
 
-
 def collect_batches(client: BatchClient, ledger: Ledger, con: duckdb.DuckDBPyConnection, plan: StoredPlan,
                      ended: list[tuple[StoredFile, Batch]], work_dir: Path, results_dir: Path
                      ) -> list[BatchCollected]:

@@ -50,6 +50,16 @@ def _month_state(platform: Platform, pipeline: str = "embeddings") -> MonthState
     return record.state
 
 
+def _collect_requested(platform: Platform) -> dg.RunRequest:
+    """The one run the sensor asks for once the month's batches end (ticked as the daemon would)."""
+    deadline = time.monotonic() + 120
+    while not (requests := platform.tick().run_requests):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    [request] = requests
+    return request
+
+
 def _one_final_outcome_per_item(platform: Platform, pipeline: str = "embeddings") -> None:
     """Every source item of the month has exactly one final outcome, and none succeeded twice."""
     source = "company_metrics" if pipeline == "reports" else "raw_documents"
@@ -248,11 +258,7 @@ def test_a_full_disk_while_collecting_loses_nothing(tmp_path: Path, monkeypatch:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(BatchClient, "download", disk_full)
-    deadline = time.monotonic() + 120
-    while not (requests := platform.tick().run_requests):
-        assert time.monotonic() < deadline
-        time.sleep(0.3)
-    [request] = requests
+    request = _collect_requested(platform)
     failed = platform.defs.resolve_job_def(request.job_name).execute_in_process(
         partition_key=MONTH, instance=platform.instance, raise_on_error=False)
     assert not failed.success
@@ -311,11 +317,7 @@ def test_duckdb_out_of_memory_while_collecting_says_what_to_set(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     platform = _real(tmp_path, monkeypatch, docs=4)
     platform.run_job("embeddings_submit")
-    deadline = time.monotonic() + 120
-    while not (requests := platform.tick().run_requests):
-        assert time.monotonic() < deadline
-        time.sleep(0.3)
-    [request] = requests
+    request = _collect_requested(platform)
     monkeypatch.setenv("BATCH_ASSETS_DUCKDB_MEMORY_LIMIT", "1KB")  # far below what any step needs
     failed = platform.defs.resolve_job_def(request.job_name).execute_in_process(
         partition_key=MONTH, instance=platform.instance, raise_on_error=False)
@@ -332,11 +334,7 @@ def test_a_crash_after_the_warehouse_write_before_the_ledger_knows_collects_once
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     platform = _real(tmp_path, monkeypatch, docs=6)
     platform.run_job("embeddings_submit")
-    deadline = time.monotonic() + 120
-    while not (requests := platform.tick().run_requests):
-        assert time.monotonic() < deadline
-        time.sleep(0.3)
-    [request] = requests
+    request = _collect_requested(platform)
     real_update_files = Ledger.update_files
 
     def dies_before_recording_collected(self: Ledger, updates: Any) -> None:

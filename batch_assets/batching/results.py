@@ -58,6 +58,7 @@ __all__ = [
     "ResultFileWarning",
     "parse_batch_results",
     "parse_batches_results",
+    "result_line_columns",
     "usage_totals",
 ]
 
@@ -164,14 +165,17 @@ class ResultFileWarning(UserWarning):
     """Result lines that were ignored: unexpected custom_ids or lines that are not JSON objects."""
 
 
+def result_line_columns(url: str) -> str:
+    """The ``columns`` DuckDB's ``read_json`` is given for result lines of ``url``: only the fields a row takes."""
+    return ("{custom_id: 'VARCHAR', "
+            f"response: 'STRUCT(status_code INTEGER, body {_BODY_TYPES[url]})', "
+            "error: 'STRUCT(code VARCHAR, message VARCHAR)'}")
+
+
 def _read_lines(url: str, paths: list[Path]) -> pl.DataFrame:
     """One flat row per result line of ``paths``, classified, with the ``filename`` it came from (as given);
     ``custom_id`` null for unreadable lines."""
-    columns = (
-        "{custom_id: 'VARCHAR', "
-        f"response: 'STRUCT(status_code INTEGER, body {_BODY_TYPES[url]})', "
-        "error: 'STRUCT(code VARCHAR, message VARCHAR)'}"
-    )
+    columns = result_line_columns(url)
     query = f"""
         SELECT custom_id,
             CASE

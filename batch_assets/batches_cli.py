@@ -8,7 +8,8 @@ import sys
 from datetime import date
 
 from batch_assets.batching.client import BatchClient
-from batch_assets.ledger.store import Ledger, LedgerError
+from batch_assets.ledger.records import LedgerError
+from batch_assets.ledger.store import Ledger
 from batch_assets.pipelines.control import cancel_month, month_lines
 from batch_assets.provider import make_batch_client
 from batch_assets.settings import PlatformSettings

@@ -44,7 +44,7 @@ from batch_assets import warehouse  # noqa: E402
 from batch_assets.batching.client import BatchClient  # noqa: E402
 from batch_assets.batching.pricing import actual_cost  # noqa: E402
 from batch_assets.batching.results import result_line_columns  # noqa: E402
-from batch_assets.ledger.store import FileState, MonthState, PlanState  # noqa: E402
+from batch_assets.ledger.records import FileState, MonthState, PlanState  # noqa: E402
 from batch_assets.local.api import LocalBatchAPI  # noqa: E402
 from batch_assets.local.config import EngineConfig  # noqa: E402
 from batch_assets.local.store import new_id  # noqa: E402

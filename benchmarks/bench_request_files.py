@@ -47,15 +47,9 @@ from workload import (  # noqa: E402
     shipped_specs,
 )
 
+from batch_assets.batching.encodings import count_text_tokens, default_num_threads, encoding_for_model  # noqa: E402
 from batch_assets.batching.request_files import PreparedRequest  # noqa: E402
-from batch_assets.batching.tokens import (  # noqa: E402
-    REPLY_PRIMING_TOKENS,
-    TOKENS_PER_MESSAGE,
-    count_text_tokens,
-    default_num_threads,
-    encoding_for_model,
-    response_format_tokens,
-)
+from batch_assets.batching.tokens import REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, response_format_tokens  # noqa: E402
 from batch_assets.pipelines.plan import item_frame, plan_month  # noqa: E402
 from batch_assets.pipelines.spec import PipelineSpec, SubmissionSettings  # noqa: E402
 

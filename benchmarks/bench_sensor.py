@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable from a checkout, installed or not
 
 from batch_assets.batching.client import BatchClient  # noqa: E402
-from batch_assets.ledger.store import FileState, Ledger, MonthState, NewFile, PlanKind, PlanState, ledger_url  # noqa: E402
+from batch_assets.ledger.records import FileState, MonthState, NewFile, PlanKind, PlanState  # noqa: E402
+from batch_assets.ledger.store import Ledger, ledger_url  # noqa: E402
 from batch_assets.local.api import LocalBatchAPI  # noqa: E402
 from batch_assets.local.config import EngineConfig  # noqa: E402
 from batch_assets.local.store import new_id  # noqa: E402

@@ -11,17 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from typing import Any, Final, TypeVar
 
+from batch_assets.batching.encodings import count_text_tokens, encoding_for_model
 from batch_assets.batching.forked import CountedChunks
 from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL, RESPONSES_URL
 from batch_assets.batching.request_files import ChunkedRequests, PreparedRequest, TemplateChunk
 from batch_assets.batching.requests import chat_body, custom_ids_for, embedding_body, responses_body
 from batch_assets.batching.templates import HOLE, BodyTemplate, Conversations, SplicedBody
-from batch_assets.batching.tokens import (
-    count_chat_tokens,
-    count_responses_tokens,
-    count_text_tokens,
-    encoding_for_model,
-)
+from batch_assets.batching.tokens import count_chat_tokens, count_responses_tokens
 
 _PREPARE_CHUNK: Final = 65_536
 _COUNTED_AHEAD: Final = 2  # chunks counted while one is written: two children keep both cores busy while we wait

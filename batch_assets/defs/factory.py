@@ -23,7 +23,7 @@ from batch_assets.defs.partitions import partition_month
 from batch_assets.defs.resources import BatchAPIResource, LedgerResource, WarehouseResource
 from batch_assets.defs.source_assets import DUCKDB_POOL
 from batch_assets.defs.table_schema import table_schema
-from batch_assets.ledger.store import FileState
+from batch_assets.ledger.records import FileState
 from batch_assets.pipelines.accounting import ItemState, MonthReport
 from batch_assets.pipelines.budget import BudgetExceeded
 from batch_assets.pipelines.collect import collect_month, month_answers, month_report

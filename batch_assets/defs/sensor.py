@@ -15,7 +15,7 @@ import orjson
 from batch_assets.defs.backfill_handoff import COLLECT_FOR_TAG, collect_for, release_held_collect, release_settled
 from batch_assets.defs.factory import PROGRESS_CHECK
 from batch_assets.defs.resources import BatchAPIResource, LedgerResource
-from batch_assets.ledger.store import MonthState
+from batch_assets.ledger.records import MonthState
 from batch_assets.pipelines.monitor import advance
 from batch_assets.pipelines.spec import PipelineSpec
 

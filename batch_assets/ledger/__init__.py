@@ -8,9 +8,8 @@ reads it at every tick without touching the DuckDB warehouse, whose write lock a
 (what each item was submitted as, and its outcomes) are bulk data and live in the warehouse.
 """
 
-from batch_assets.ledger.store import (
+from batch_assets.ledger.records import (
     FileState,
-    Ledger,
     LedgerError,
     MonthState,
     PlanKind,
@@ -19,6 +18,7 @@ from batch_assets.ledger.store import (
     StoredMonth,
     StoredPlan,
 )
+from batch_assets.ledger.store import Ledger
 
 __all__ = [
     "FileState",

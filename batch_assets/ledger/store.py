@@ -1,4 +1,4 @@
-"""The ledger's tables and the only code that reads or writes them (SQLAlchemy Core: SQLite or PostgreSQL).
+"""The only code that reads or writes the ledger's tables (SQLAlchemy Core: SQLite or PostgreSQL; see tables.py).
 
 Rows are plain columns and JSON text, versioned by ``SCHEMA_VERSION`` with forward migrations, so a batch
 submitted by one release of the code is collected by the next one. Every write is a short transaction;
@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -25,216 +25,27 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
-SCHEMA_VERSION = 2  # 2: the leases table
+from batch_assets.ledger.records import (
+    OPEN_PLAN_STATES,
+    FileState,
+    LedgerError,
+    MonthState,
+    NewFile,
+    PlanKind,
+    PlanState,
+    StoredFile,
+    StoredMonth,
+    StoredPlan,
+)
+from batch_assets.ledger.tables import SCHEMA_VERSION
+from batch_assets.ledger.tables import files as _files
+from batch_assets.ledger.tables import leases as _leases
+from batch_assets.ledger.tables import meta as _meta
+from batch_assets.ledger.tables import metadata as _metadata
+from batch_assets.ledger.tables import months as _months
+from batch_assets.ledger.tables import plans as _plans
+
 DEFAULT_LEASE_SECONDS = 600.0
-
-
-class LedgerError(RuntimeError):
-    """A ledger operation that cannot go ahead; the message says what to do."""
-
-
-class MonthState(StrEnum):
-    """Where a pipeline-month stands, as the UI and `batch-assets batches status` show it."""
-
-    PLANNED = "planned"  # request files written, nothing submitted yet
-    WAITING = "waiting"  # batches running at the provider
-    RETRYING = "retrying"  # a retry attempt is planned or running
-    DONE = "done"  # every item succeeded
-    DONE_WITH_FAILURES = "done_with_failures"  # every item has a final outcome, some failed
-    CANCELLED = "cancelled"  # cancelled by the user; finished items kept
-
-
-class PlanKind(StrEnum):
-    INITIAL = "initial"  # the first submission of a month (or with new settings)
-    RERUN = "rerun"  # the same month submitted again by a user: only items without a success
-    RETRY = "retry"  # the sensor's automatic resubmission of retryable items
-
-
-class PlanState(StrEnum):
-    PLANNED = "planned"  # files written, not submitted yet (a newer plan may replace it)
-    SUBMITTING = "submitting"  # some files submitted
-    SUBMITTED = "submitted"  # every file submitted (or queued for capacity)
-    COLLECTED = "collected"  # every batch ended and its results are in the warehouse
-    SUPERSEDED = "superseded"  # replaced before anything was submitted
-    CANCELLED = "cancelled"
-
-
-class FileState(StrEnum):
-    PLANNED = "planned"
-    QUEUED = "queued"  # waits for enqueued-token capacity
-    SUBMITTING = "submitting"  # a create is under way (or its response was lost): look the key up first
-    SUBMITTED = "submitted"  # the batch runs at the provider
-    ENDED = "ended"  # the batch reached a terminal status; results not collected yet
-    COLLECTED = "collected"
-    CANCELLED = "cancelled"  # never submitted, and never will be
-
-
-LIVE_FILE_STATES = frozenset({FileState.PLANNED, FileState.QUEUED, FileState.SUBMITTING, FileState.SUBMITTED,
-                              FileState.ENDED})
-OPEN_PLAN_STATES = frozenset({PlanState.PLANNED, PlanState.SUBMITTING, PlanState.SUBMITTED})
-
-_metadata = sa.MetaData()
-_meta = sa.Table(
-    "ledger_meta", _metadata,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
-)
-_leases = sa.Table(  # named leases besides the per-month ones (e.g. a model's enqueued-token capacity)
-    "leases", _metadata,
-    sa.Column("name", sa.String(256), primary_key=True),
-    sa.Column("owner", sa.String(128)),
-    sa.Column("expires_at", sa.Float),
-)
-_months = sa.Table(
-    "months", _metadata,
-    sa.Column("pipeline", sa.String(128), primary_key=True),
-    sa.Column("month", sa.String(10), primary_key=True),  # ISO date of the month's first day
-    sa.Column("state", sa.String(32), nullable=False),
-    sa.Column("attempt", sa.Integer, nullable=False, default=0),  # the latest plan's attempt number
-    sa.Column("root_plan_id", sa.Integer),  # the plan whose items are the month's current items
-    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
-    sa.Column("summary", sa.Text),  # JSON: outcome counts and the like, for status displays
-    sa.Column("lease_owner", sa.String(128)),
-    sa.Column("lease_expires_at", sa.Float),
-    sa.Column("updated_at", sa.Float, nullable=False),
-)
-_plans = sa.Table(
-    "plans", _metadata,
-    sa.Column("plan_id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("pipeline", sa.String(128), nullable=False),
-    sa.Column("month", sa.String(10), nullable=False),
-    sa.Column("attempt", sa.Integer, nullable=False),
-    sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("root_plan_id", sa.Integer),  # retries point at the plan that fixed the month's items
-    sa.Column("endpoint", sa.String(64), nullable=False),
-    sa.Column("settings", sa.Text, nullable=False),  # JSON, exactly as the requests were built
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("n_items", sa.Integer, nullable=False),  # items of the month in this plan
-    sa.Column("n_requests", sa.Integer, nullable=False),  # of them, written to request files
-    sa.Column("input_tokens", sa.BigInteger, nullable=False),
-    sa.Column("estimate", sa.Text),  # JSON
-    sa.Column("not_before", sa.Float),  # a retry waits until then
-    sa.Column("run_id", sa.String(64)),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("collected_at", sa.Float),
-    sa.Index("plans_month", "pipeline", "month"),
-)
-_files = sa.Table(
-    "files", _metadata,
-    sa.Column("plan_id", sa.Integer, primary_key=True),
-    sa.Column("sha256", sa.String(64), primary_key=True),
-    sa.Column("pipeline", sa.String(128), nullable=False),
-    sa.Column("month", sa.String(10), nullable=False),
-    sa.Column("attempt", sa.Integer, nullable=False),
-    sa.Column("path", sa.Text, nullable=False),
-    sa.Column("url", sa.String(64), nullable=False),
-    sa.Column("model", sa.String(128), nullable=False),
-    sa.Column("n_requests", sa.Integer, nullable=False),
-    sa.Column("input_tokens", sa.BigInteger, nullable=False),
-    sa.Column("max_output_tokens", sa.BigInteger),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("tries", sa.Integer, nullable=False, default=0),  # creates attempted for this file
-    sa.Column("idempotency_key", sa.String(64)),
-    sa.Column("upload_file_id", sa.String(128)),
-    sa.Column("batch_id", sa.String(128)),
-    sa.Column("batch_status", sa.String(32)),
-    sa.Column("completed", sa.Integer, nullable=False, default=0),
-    sa.Column("failed", sa.Integer, nullable=False, default=0),
-    sa.Column("total", sa.Integer, nullable=False, default=0),
-    sa.Column("error_code", sa.String(128)),
-    sa.Column("error_message", sa.Text),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("submitted_at", sa.Float),
-    sa.Column("progress_at", sa.Float),  # when request counts last moved (stall detection)
-    sa.Column("ended_at", sa.Float),
-    sa.Column("collected_at", sa.Float),
-    sa.Index("files_state", "state"),
-    sa.Index("files_month", "pipeline", "month"),
-    sa.Index("files_batch", "batch_id"),
-)
-
-
-@dataclass(frozen=True)
-class StoredMonth:
-    pipeline: str
-    month: str
-    state: MonthState
-    attempt: int
-    root_plan_id: int | None
-    cancel_requested: bool
-    summary: str | None
-    lease_owner: str | None
-    lease_expires_at: float | None
-    updated_at: float
-
-
-@dataclass(frozen=True)
-class StoredPlan:
-    plan_id: int
-    pipeline: str
-    month: str
-    attempt: int
-    kind: PlanKind
-    root_plan_id: int | None
-    endpoint: str
-    settings: str
-    state: PlanState
-    n_items: int
-    n_requests: int
-    input_tokens: int
-    estimate: str | None
-    not_before: float | None
-    run_id: str | None
-    created_at: float
-    collected_at: float | None
-
-
-@dataclass(frozen=True)
-class StoredFile:
-    plan_id: int
-    sha256: str
-    pipeline: str
-    month: str
-    attempt: int
-    path: str
-    url: str
-    model: str
-    n_requests: int
-    input_tokens: int
-    max_output_tokens: int | None
-    state: FileState
-    tries: int
-    idempotency_key: str | None
-    upload_file_id: str | None
-    batch_id: str | None
-    batch_status: str | None
-    completed: int
-    failed: int
-    total: int
-    error_code: str | None
-    error_message: str | None
-    created_at: float
-    submitted_at: float | None
-    progress_at: float | None
-    ended_at: float | None
-    collected_at: float | None
-
-    @property
-    def live(self) -> bool:
-        return self.state in LIVE_FILE_STATES
-
-
-@dataclass(frozen=True)
-class NewFile:
-    """A request file to record with a new plan."""
-
-    sha256: str
-    path: str
-    url: str
-    model: str
-    n_requests: int
-    input_tokens: int
-    max_output_tokens: int | None = None
 
 
 def _row(cls: type, row: RowMapping) -> Any:

@@ -20,7 +20,7 @@ from typing import Any
 import polars as pl
 
 from batch_assets.batching.protocol import Outcome
-from batch_assets.ledger.store import MonthState
+from batch_assets.ledger.records import MonthState
 from batch_assets.pipelines.spec import RetryPolicy
 
 

@@ -25,16 +25,8 @@ from batch_assets.batching.pricing import Cost
 from batch_assets.batching.protocol import BATCH_CANCELLED_CODE, TERMINAL_BATCH_STATUSES, Outcome
 from batch_assets.batching.request_files import PreparedRequest, plan_request_files, reread_requests
 from batch_assets.batching.results import RESULT_SCHEMA
-from batch_assets.ledger.store import (
-    FileState,
-    Ledger,
-    MonthState,
-    NewFile,
-    PlanKind,
-    PlanState,
-    StoredFile,
-    StoredPlan,
-)
+from batch_assets.ledger.records import FileState, MonthState, NewFile, PlanKind, PlanState, StoredFile, StoredPlan
+from batch_assets.ledger.store import Ledger
 from batch_assets.pipelines import accounting
 from batch_assets.pipelines.collect_batches import BatchCollected, CollectError, collect_batches
 from batch_assets.pipelines.plan import month_key

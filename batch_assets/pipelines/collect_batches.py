@@ -26,7 +26,8 @@ from batch_assets import warehouse
 from batch_assets.batching.client import BatchClient
 from batch_assets.batching.pricing import Cost, actual_cost
 from batch_assets.batching.results import BatchResultFiles, parse_batches_results, usage_totals
-from batch_assets.ledger.store import FileState, Ledger, StoredFile, StoredPlan
+from batch_assets.ledger.records import FileState, StoredFile, StoredPlan
+from batch_assets.ledger.store import Ledger
 from batch_assets.warehouse.items import BATCH_SOURCE, plan_items
 
 Downloaded = tuple[StoredFile, Batch, dict[str, Path]]  # an ended batch and its files saved to disk

@@ -16,7 +16,8 @@ import orjson
 
 from batch_assets.batching.client import BatchClient
 from batch_assets.batching.protocol import TERMINAL_BATCH_STATUSES
-from batch_assets.ledger.store import FileState, Ledger, PlanState, StoredFile, StoredMonth, StoredPlan
+from batch_assets.ledger.records import FileState, PlanState, StoredFile, StoredMonth, StoredPlan
+from batch_assets.ledger.store import Ledger
 from batch_assets.pipelines.plan import month_key
 
 

@@ -16,16 +16,8 @@ from openai.types import Batch
 
 from batch_assets.batching.client import BatchClient
 from batch_assets.batching.protocol import TERMINAL_BATCH_STATUSES, BatchStatus
-from batch_assets.ledger.store import (
-    FileState,
-    Ledger,
-    MonthState,
-    PlanKind,
-    PlanState,
-    StoredFile,
-    StoredMonth,
-    StoredPlan,
-)
+from batch_assets.ledger.records import FileState, MonthState, PlanKind, PlanState, StoredFile, StoredMonth, StoredPlan
+from batch_assets.ledger.store import Ledger
 from batch_assets.pipelines.queue import TOKEN_LIMIT_EXCEEDED, enqueued_tokens, fits, limit_key
 
 LIST_PAGE_SIZE = 100  # the Batch API's largest page

@@ -27,7 +27,8 @@ from batch_assets.batching.request_files import (
     plan_request_files,
     reread_requests,
 )
-from batch_assets.ledger.store import Ledger, NewFile, PlanKind, PlanState, StoredPlan
+from batch_assets.ledger.records import NewFile, PlanKind, PlanState, StoredPlan
+from batch_assets.ledger.store import Ledger
 from batch_assets.pipelines.budget import Estimate, check_caps, estimate_plan, expected_output, month_commitment
 from batch_assets.pipelines.spec import PipelineSpec, SubmissionSettings
 from batch_assets.warehouse.items import (

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 
 from batch_assets.batching.pricing import resolve_price_model
 from batch_assets.batching.queue_limits import limit_for
-from batch_assets.ledger.store import FileState, Ledger, StoredFile
+from batch_assets.ledger.records import FileState, StoredFile
+from batch_assets.ledger.store import Ledger
 
 TOKEN_LIMIT_EXCEEDED = "token_limit_exceeded"
 _HOLDING = (FileState.SUBMITTING, FileState.SUBMITTED)  # files whose tokens count as enqueued

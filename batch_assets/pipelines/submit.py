@@ -20,7 +20,8 @@ import openai
 from openai.types import Batch
 
 from batch_assets.batching.client import BatchClient
-from batch_assets.ledger.store import FileState, Ledger, MonthState, PlanKind, PlanState, StoredFile, StoredPlan
+from batch_assets.ledger.records import FileState, MonthState, PlanKind, PlanState, StoredFile, StoredPlan
+from batch_assets.ledger.store import Ledger
 from batch_assets.pipelines.plan import month_key
 from batch_assets.pipelines.queue import reserve
 

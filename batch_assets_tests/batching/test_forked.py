@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from batch_assets.batching import forked
+from batch_assets.batching.encodings import count_text_tokens, encoding_for_model
 from batch_assets.batching.forked import CountedAhead, CountedChunks
-from batch_assets.batching.tokens import count_text_tokens, encoding_for_model
 
 TEXTS = [f"text number {i} {'é' * (i % 7)} 🎬" for i in range(1000)]
 encoding_for_model("gpt-4o-mini")  # loaded once here, as the builders do, not in every child

@@ -6,11 +6,12 @@ import orjson
 import polars as pl
 import pytest
 
+from batch_assets.batching.encodings import count_text_tokens
 from batch_assets.batching.prepare import prepare_chat_requests, prepare_embedding_requests
 from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL
 from batch_assets.batching.request_files import BatchLimits, PreparedRequest, RequestFile, write_request_files
 from batch_assets.batching.requests import custom_ids_for
-from batch_assets.batching.tokens import count_chat_tokens, count_text_tokens
+from batch_assets.batching.tokens import count_chat_tokens
 
 EMB = "text-embedding-3-small"
 

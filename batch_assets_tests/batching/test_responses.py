@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from batch_assets.batching.encodings import count_text_tokens
 from batch_assets.batching.prepare import prepare_responses_requests
 from batch_assets.batching.protocol import COMPLETIONS_URL, RESPONSES_URL, SUPPORTED_URLS
 from batch_assets.batching.request_files import BatchLimits, write_request_files
@@ -21,7 +22,6 @@ from batch_assets.batching.tokens import (
     count_chat_tokens,
     count_request_tokens,
     count_responses_tokens,
-    count_text_tokens,
     responses_chat_messages,
 )
 

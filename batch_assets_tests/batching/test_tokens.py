@@ -7,6 +7,7 @@ import socket
 import pytest
 import tiktoken_ext.openai_public as openai_public
 
+from batch_assets.batching import encodings as E
 from batch_assets.batching import tokens as T
 from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL
 from batch_assets.batching.requests import json_schema_response_format, label_schema
@@ -49,53 +50,53 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     ],
 )
 def test_model_to_encoding(model: str, encoding: str) -> None:
-    assert T.encoding_name_for_model(model) == encoding
+    assert E.encoding_name_for_model(model) == encoding
 
 
 def test_encodings_are_tiktokens_own_definitions_and_cached() -> None:
-    enc = T.get_encoding("o200k_base")
-    assert enc is T.get_encoding("o200k_base")
+    enc = E.get_encoding("o200k_base")
+    assert enc is E.get_encoding("o200k_base")
     assert enc.name == "o200k_base"
     assert enc.n_vocab == 200019  # 199998 ranks + <|endoftext|> 199999 + <|endofprompt|> 200018
-    assert T.get_encoding("cl100k_base").n_vocab == 100277
+    assert E.get_encoding("cl100k_base").n_vocab == 100277
     assert set(enc._special_tokens) == {openai_public.ENDOFTEXT, openai_public.ENDOFPROMPT}
 
 
 def test_unknown_encoding_is_refused_not_downloaded() -> None:
     with pytest.raises(ValueError, match="not available offline"):
-        T.get_encoding("r50k_base")
+        E.get_encoding("r50k_base")
 
 
 def test_known_token_ids() -> None:
     # Token ids printed in the OpenAI cookbook.
-    cl100k, o200k = T.get_encoding("cl100k_base"), T.get_encoding("o200k_base")
+    cl100k, o200k = E.get_encoding("cl100k_base"), E.get_encoding("o200k_base")
     assert cl100k.encode_ordinary("tiktoken is great!") == [83, 1609, 5963, 374, 2294, 0]
     assert cl100k.encode_ordinary("お誕生日おめでとう") == [33334, 45918, 243, 21990, 9080, 33334, 62004, 16556, 78699]
     assert o200k.encode_ordinary("お誕生日おめでとう") == [8930, 9697, 243, 128225, 8930, 17693, 4344, 48669]
 
 
 def test_count_text_tokens_known_counts() -> None:
-    assert T.count_text_tokens(["hello world"], "gpt-4o") == [2]
-    assert T.count_text_tokens(["hello world"], "text-embedding-3-small") == [2]
-    assert T.count_text_tokens(["お誕生日おめでとう", "", "hello world"], "gpt-4o-mini") == [8, 0, 2]
-    assert T.count_text_tokens([], "gpt-4o") == []
+    assert E.count_text_tokens(["hello world"], "gpt-4o") == [2]
+    assert E.count_text_tokens(["hello world"], "text-embedding-3-small") == [2]
+    assert E.count_text_tokens(["お誕生日おめでとう", "", "hello world"], "gpt-4o-mini") == [8, 0, 2]
+    assert E.count_text_tokens([], "gpt-4o") == []
 
 
 def test_special_token_text_counts_as_ordinary_text() -> None:
-    assert T.count_text_tokens(["<|endoftext|>"], "gpt-4o") == [7]
+    assert E.count_text_tokens(["<|endoftext|>"], "gpt-4o") == [7]
 
 
 def test_lone_surrogate_does_not_crash() -> None:
-    assert T.count_text_tokens(["bad \ud800 text"], "gpt-4o")[0] > 0
+    assert E.count_text_tokens(["bad \ud800 text"], "gpt-4o")[0] > 0
 
 
 def test_threaded_counts_equal_single_thread_counts_in_order() -> None:
     texts = [f"review number {i}: " + "good " * (i % 17) + "bad" * (i % 5) for i in range(10_000)]
-    one = T.count_text_tokens(texts, "gpt-4o", num_threads=1)
-    assert T.count_text_tokens(texts, "gpt-4o", num_threads=2) == one
-    assert T.count_text_tokens(texts, "gpt-4o", num_threads=3) == one
+    one = E.count_text_tokens(texts, "gpt-4o", num_threads=1)
+    assert E.count_text_tokens(texts, "gpt-4o", num_threads=2) == one
+    assert E.count_text_tokens(texts, "gpt-4o", num_threads=3) == one
     with pytest.raises(ValueError, match="num_threads"):
-        T.count_text_tokens(texts, "gpt-4o", num_threads=0)
+        E.count_text_tokens(texts, "gpt-4o", num_threads=0)
 
 
 @pytest.mark.parametrize(("model", "expected"), [("gpt-4o", 124), ("gpt-4o-mini", 124), ("gpt-4", 129),
@@ -105,7 +106,7 @@ def test_cookbook_conversation_matches_the_api_count(model: str, expected: int) 
 
 
 def test_chat_overhead_is_3_per_message_1_per_name_and_3_for_the_reply() -> None:
-    enc = T.get_encoding("o200k_base")
+    enc = E.get_encoding("o200k_base")
     content_tokens = sum(len(enc.encode_ordinary(v)) for m in COOKBOOK_MESSAGES for v in m.values())
     n_names = sum("name" in m for m in COOKBOOK_MESSAGES)
     assert T.count_chat_tokens([COOKBOOK_MESSAGES], "gpt-4o") == [
@@ -200,14 +201,14 @@ def test_tools_are_counted_as_the_cookbook_example_measured(model: str, expected
 
 
 def test_tool_rule_parts() -> None:
-    enc = T.get_encoding("o200k_base")
+    enc = E.get_encoding("o200k_base")
 
     def n(text: str) -> int:
         return len(enc.encode_ordinary(text))
 
     bare = [{"type": "function", "function": {"name": "ping", "description": "Ping."}}]
     assert T.tools_tokens(bare, "gpt-4o") == 7 + n("ping:Ping") + 12  # one trailing "." dropped
-    assert T.tools_tokens(bare, "gpt-4") == 10 + len(T.get_encoding("cl100k_base").encode_ordinary("ping:Ping")) + 12
+    assert T.tools_tokens(bare, "gpt-4") == 10 + len(E.get_encoding("cl100k_base").encode_ordinary("ping:Ping")) + 12
     assert T.tools_tokens(bare * 2, "gpt-4o") == 2 * (7 + n("ping:Ping")) + 12  # the end is counted once
     nested = [{"type": "function", "function": {"name": "f", "description": "", "parameters": {
         "type": "object", "properties": {"tags": {"type": "array", "description": "d", "items": {"type": "string"}}}}}}]
@@ -225,7 +226,7 @@ def test_tools_that_cannot_be_counted_are_refused() -> None:
 
 
 def test_response_format_schema_overhead_is_counted() -> None:
-    enc = T.get_encoding("o200k_base")
+    enc = E.get_encoding("o200k_base")
     # The rule: the schema as compact JSON without required / additionalProperties, + 9.
     compact = '{"type":"object","properties":{"label":{"type":"string","enum":["positive","negative","neutral"]}}}'
     overhead = len(enc.encode_ordinary(compact)) + 9
@@ -247,7 +248,7 @@ def test_schema_rule_drops_keys_at_every_depth_and_accepts_both_shapes() -> None
     stripped = {"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "string"}}}}}
     chat = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": True}}
     responses = {"type": "json_schema", "name": "x", "schema": schema}
-    expected = len(T.get_encoding("o200k_base").encode_ordinary(
+    expected = len(E.get_encoding("o200k_base").encode_ordinary(
         '{"type":"object","properties":{"a":{"type":"object","properties":{"b":{"type":"string"}}}}}')) + 9
     assert T.response_format_tokens(chat, "gpt-4.1") == T.response_format_tokens(responses, "gpt-4.1") == expected
     assert T.response_format_tokens({"type": "json_schema", "json_schema": {"schema": stripped}}, "gpt-4.1") == expected
@@ -284,6 +285,6 @@ def test_overhead_is_counted_once_per_distinct_format(monkeypatch: pytest.Monkey
 def test_names_are_counted() -> None:
     with_name = [{"role": "user", "name": "example_user", "content": "hello world"}]
     without = [{"role": "user", "content": "hello world"}]
-    name_tokens = len(T.get_encoding("o200k_base").encode_ordinary("example_user"))
+    name_tokens = len(E.get_encoding("o200k_base").encode_ordinary("example_user"))
     assert T.count_chat_tokens([with_name], "gpt-4o")[0] == (
         T.count_chat_tokens([without], "gpt-4o")[0] + name_tokens + 1)

@@ -24,7 +24,8 @@ from batch_assets.batching.client import BatchClient
 from batch_assets.batching.results import ResultFileWarning
 from batch_assets.cli import main
 from batch_assets.defs.resources import BatchAPIResource
-from batch_assets.ledger.store import FileState, Ledger, MonthState
+from batch_assets.ledger.records import FileState, MonthState
+from batch_assets.ledger.store import Ledger
 from batch_assets.pipelines import submit as submit_module
 from batch_assets.pipelines.submit import IDEMPOTENCY_KEY, submit_month
 from batch_assets_tests.defs.conftest import MONTH, Platform, make_platform

@@ -11,7 +11,7 @@ import pytest
 
 from batch_assets.cli import main
 from batch_assets.defs.resources import BatchAPIResource
-from batch_assets.ledger.store import FileState
+from batch_assets.ledger.records import FileState
 from batch_assets_tests.defs.conftest import MONTH, Platform, make_platform
 
 pytestmark = pytest.mark.e2e

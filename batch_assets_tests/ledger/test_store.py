@@ -10,17 +10,9 @@ import pytest
 import sqlalchemy as sa
 
 from batch_assets.batching.request_files import BatchLimits
-from batch_assets.ledger.store import (
-    SCHEMA_VERSION,
-    FileState,
-    Ledger,
-    LedgerError,
-    MonthState,
-    NewFile,
-    PlanKind,
-    PlanState,
-    ledger_url,
-)
+from batch_assets.ledger.records import FileState, LedgerError, MonthState, NewFile, PlanKind, PlanState
+from batch_assets.ledger.store import Ledger, ledger_url
+from batch_assets.ledger.tables import SCHEMA_VERSION
 from batch_assets.pipelines.spec import PipelineSettings, RetryPolicy, SubmissionSettings
 
 MONTH = "2024-03-01"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from batch_assets.ledger.store import MonthState
+from batch_assets.ledger.records import MonthState
 from batch_assets.pipelines.accounting import ItemState, classify, month_state, report
 from batch_assets.pipelines.spec import RetryPolicy
 from batch_assets.warehouse.items import ITEM_STATUS_SCHEMA

@@ -9,7 +9,8 @@ import pytest
 
 from batch_assets.batching.queue_limits import limit_for, parse_limits, tier_limits
 from batch_assets.batching.request_files import RequestFile
-from batch_assets.ledger.store import FileState, Ledger, NewFile, PlanKind, ledger_url
+from batch_assets.ledger.records import FileState, NewFile, PlanKind
+from batch_assets.ledger.store import Ledger, ledger_url
 from batch_assets.pipelines.budget import BudgetExceeded, OutputGuess, check_caps, estimate_plan
 from batch_assets.pipelines.queue import enqueued_tokens, fits, limit_key, reserve
 from batch_assets.pipelines.spec import BudgetPolicy

@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 from batch_assets.batching.client import BatchClient
-from batch_assets.ledger.store import FileState, Ledger, NewFile, PlanKind, PlanState, ledger_url
+from batch_assets.ledger.records import FileState, NewFile, PlanKind, PlanState
+from batch_assets.ledger.store import Ledger, ledger_url
 from batch_assets.local.api import LocalBatchAPI
 from batch_assets.local.config import EngineConfig
 from batch_assets.local.store import new_id

@@ -63,7 +63,7 @@ def test_rotten_tomatoes_corpus_loads_with_gold_labels() -> None:
 
 def test_rotten_tomatoes_months_are_deterministic_and_cover_the_range() -> None:
     docs = rotten_tomatoes_documents()
-    sources._rt_raw.cache_clear()
+    sources.documents._rt_raw.cache_clear()
     rotten_tomatoes_documents.cache_clear()
     again = rotten_tomatoes_documents()
     assert docs.equals(again)

@@ -260,7 +260,11 @@ def run_lean(spec: PipelineSpec, state: Path) -> None:
                 client.download(batch.output_file_id or "", path, durable=False)
                 paths.append(str(path))
         declaration = spec.output_table_declaration()
-        con = warehouse.connect(state / "warehouse.duckdb", tables=[declaration] if declaration else [])
+        # More memory than ours gets (one INSERT of a month of vectors runs out in the warehouse's 512 MB):
+        # a bound on time, not a way to run.
+        con = warehouse.connect(state / "warehouse.duckdb", tables=[declaration] if declaration else [],
+                                memory_limit="2GB")
+        con.execute("SET preserve_insertion_order = false")  # rows land in any order: DuckDB buffers less
         embeddings = spec.endpoint == "/v1/embeddings"
         columns = result_line_columns(spec.endpoint)
         vector_field = "data STRUCT(embedding FLOAT[])[], "

@@ -207,6 +207,22 @@ def test_embeddings_from_parquet_files_and_lazy_frames(con: duckdb.DuckDBPyConne
     assert wh.read_table(con, "document_embeddings", MARCH).height == 3
 
 
+@pytest.mark.parametrize("ordered", [True, False])
+def test_many_parquet_files_load_whole_and_leave_the_connections_order_setting_as_it_was(
+        con: duckdb.DuckDBPyConnection, tmp_path: Path, ordered: bool) -> None:
+    con.execute(f"SET preserve_insertion_order = {ordered}")
+    ids = [f"doc-{i:05d}" for i in range(30_000)]
+    for part in range(3):  # files DuckDB reads side by side, their rows in no particular order
+        embeddings(ids[part::3], [[float(i), 1.0] for i in range(part, 30_000, 3)]).write_parquet(
+            tmp_path / f"{part}.parquet", row_group_size=1_000)
+    paths = sorted(tmp_path.glob("*.parquet"))
+    assert wh.replace_partition_from_parquet(con, "document_embeddings", MARCH, paths) == 30_000
+    back = wh.read_table(con, "document_embeddings", MARCH)
+    assert back["document_id"].to_list() == ids  # reads are in key order, whatever order the rows sit in
+    assert [v[0] for v in back["embedding"].to_list()] == [float(i) for i in range(30_000)]
+    assert con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0] is ordered
+
+
 def test_rows_built_frame_by_frame_stream_into_one_replace(con: duckdb.DuckDBPyConnection) -> None:
     wh.replace_partition(con, "document_embeddings", MARCH, embeddings(["old"], [[1.0, 0.0]]))
     wh.replace_partition(con, "document_embeddings", APRIL, embeddings(["april"], [[1.0, 0.0]]))

@@ -11,6 +11,7 @@ import itertools
 import tempfile
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -102,7 +103,20 @@ def replace_partition_from_parquet(
             f"SELECT len(embedding) FROM {source} WHERE embedding IS NOT NULL LIMIT 1"
         ).fetchall()
         dims = int(first[0][0]) if first else None
-    return _replace(con, table, month_start(month), pipeline, source, columns, dims, within)
+    with _any_row_order(con):  # a million outcome rows from four files in ~0.65 s instead of ~0.95 s
+        return _replace(con, table, month_start(month), pipeline, source, columns, dims, within)
+
+
+@contextmanager
+def _any_row_order(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Lets DuckDB insert rows in any order (in parallel) meanwhile: readers order rows by the table's keys, never
+    by where they sit. The connection's own setting is restored after."""
+    ordered = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
+    con.execute("SET preserve_insertion_order = false").fetchall()
+    try:
+        yield
+    finally:
+        con.execute(f"SET preserve_insertion_order = {'true' if ordered else 'false'}").fetchall()
 
 
 def replace_partition_from_frames(

@@ -89,8 +89,10 @@ def item_status(con: duckdb.DuckDBPyConnection, pipeline: str, month: date, root
     # The joins are on item_id with each body's 64-bit hash of its sha256 as a filter: the hash tables hold short
     # keys (full 64-character keys took twice the time and memory). Two different bodies of one item would have to
     # collide in 64 bits to be confused. Each item's best outcome row is found by one number per row (success,
-    # then plan, then the latest row written) and fetched by its rowid: a million items in ~0.6 s, where an
-    # arg_max over a struct of the outcome's fields took ~1 s.
+    # then plan, then the row written last) and fetched by its rowid: a million items in ~0.6 s, where an
+    # arg_max over a struct of the outcome's fields took ~1 s. Rows one statement writes have no order (outcome
+    # rows load in parallel); two of them tie only when one request file went out twice in a plan, and either is
+    # that attempt's outcome for the item (the same custom_id, plan and attempt, which `mark_final` keys on).
     sql = """
         WITH root AS (
             SELECT item_id, hash(body_sha256) AS body FROM batch_requests

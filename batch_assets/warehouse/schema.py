@@ -38,7 +38,7 @@ def out_of_memory_hint(error: BaseException) -> str:
     return (f" DuckDB reached its memory limit ({MEMORY_LIMIT_ENV}, {DEFAULT_MEMORY_LIMIT} unless set): set it "
             "higher (e.g. 2GB) where the runs start and launch the run again")
 EMBEDDINGS_TABLE = "document_embeddings"
-UNCOMPRESSED_FLOAT_CODECS = "alp,alprd"  # DuckDB's float codecs, not tried on writes (see connect)
+DISABLED_FLOAT_CODECS = "alp,alprd"  # DuckDB's float codecs: never tried on writes (see connect)
 EMBEDDING_COLUMN = "embedding"
 
 # Column → DuckDB type. "FLOAT[N]" stands for the array width chosen at the first write.
@@ -278,7 +278,7 @@ def connect(
         if not read_only:
             # Embedding vectors do not compress (random mantissas: 298 MB with DuckDB's float codecs for 50,000
             # x 1536, 293 MB without), but trying ALP on them cost ~1.2 s per 50,000 at each checkpoint.
-            con.execute(f"SET disabled_compression_methods = '{UNCOMPRESSED_FLOAT_CODECS}'").fetchall()
+            con.execute(f"SET disabled_compression_methods = '{DISABLED_FLOAT_CODECS}'").fetchall()
             ensure_schema(con, tables)
     except duckdb.Error as error:
         con.close()

@@ -221,6 +221,11 @@ def test_many_parquet_files_load_whole_and_leave_the_connections_order_setting_a
     assert back["document_id"].to_list() == ids  # reads are in key order, whatever order the rows sit in
     assert [v[0] for v in back["embedding"].to_list()] == [float(i) for i in range(30_000)]
     assert con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0] is ordered
+    pl.DataFrame({"document_id": ["x"], "nope": [1]}).write_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(WarehouseError):  # a load that fails changes nothing, the setting included
+        wh.replace_partition_from_parquet(con, "document_embeddings", MARCH, tmp_path / "bad.parquet")
+    assert wh.read_table(con, "document_embeddings", MARCH).height == 30_000
+    assert con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0] is ordered
 
 
 def test_rows_built_frame_by_frame_stream_into_one_replace(con: duckdb.DuckDBPyConnection) -> None:

@@ -33,6 +33,7 @@ from batch_assets.batching.request_types import (
     SkippedRequest,
     TemplateChunk,
     output_cap,
+    request_rows,
     sanitize_model_name,
 )
 from batch_assets.batching.templates import SplicedBody
@@ -143,9 +144,10 @@ class _Writer:
                 os.replace(self.tmp, self.path)
         else:
             os.replace(self.tmp, self.path)
-        return RequestFile(self.path, self.url, self.model, self.n_requests, self.n_bytes,
-                           self.tokens, self.n_inputs, tuple(self.ids), sha, tuple(self.item_ids),
-                           tuple(self.body_shas), tuple(self.request_tokens), self.output_cap)
+        rows = request_rows(self.ids, self.item_ids, self.body_shas, self.request_tokens)
+        self.ids, self.item_ids, self.body_shas, self.request_tokens = [], [], [], []  # the file's columns hold them
+        return RequestFile(self.path, self.url, self.model, self.n_requests, self.n_bytes, self.tokens, self.n_inputs,
+                           rows, sha, self.output_cap)
 
     def discard(self) -> None:
         self.fh.close()

@@ -5,11 +5,13 @@ file records, and the chunks builders hand over. The writing is in :mod:`batch_a
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
+
+import polars as pl
 
 from batch_assets.batching.protocol import (
     EMBEDDINGS_URL,
@@ -77,9 +79,28 @@ class PreparedRequest:
     body_json: bytes = b""  # the body already serialised (a template's builders); empty: serialise `body`
 
 
+# The columns of RequestFile.requests: one row per request, in the file's order.
+REQUEST_ROW_SCHEMA: Final = pl.Schema({
+    "custom_id": pl.String,
+    "item_id": pl.String,
+    "body_sha256": pl.String,  # of the request body's JSON bytes as written
+    "input_tokens": pl.Int64,
+})
+
+
+def request_rows(custom_ids: Sequence[str], item_ids: Sequence[str], body_sha256s: Sequence[str],
+                 input_tokens: Sequence[int]) -> pl.DataFrame:
+    """A file's per-request columns (``REQUEST_ROW_SCHEMA``)."""
+    return pl.DataFrame([pl.Series(name, values, dtype=dtype) for (name, dtype), values in zip(
+        REQUEST_ROW_SCHEMA.items(), (custom_ids, item_ids, body_sha256s, input_tokens), strict=True)])
+
+
 @dataclass(frozen=True)
 class RequestFile:
-    """One written batch input file: what it holds, for upload and bookkeeping."""
+    """One written batch input file: what it holds, for upload and bookkeeping.
+
+    Its requests are columns (``requests``), not Python objects: a month of a million requests is ~150 MB as
+    columns against ~300 MB as tuples of str and int, and a plan's rows are these frames put together."""
 
     path: Path
     url: str
@@ -88,12 +109,26 @@ class RequestFile:
     n_bytes: int
     input_tokens: int
     n_inputs: int  # embedding inputs (0 for chat files)
-    custom_ids: tuple[str, ...]
+    requests: pl.DataFrame = field(default_factory=REQUEST_ROW_SCHEMA.to_frame, compare=False, repr=False)
     sha256: str = ""  # of the file's bytes
-    item_ids: tuple[str, ...] = ()
-    body_sha256s: tuple[str, ...] = ()  # per request, of its body's JSON bytes as written
-    request_tokens: tuple[int, ...] = ()  # per request, its input tokens
     max_output_tokens: int | None = None  # sum of the requests' output caps (None: some request has none)
+
+    # Each of these makes a tuple from the column on every call: read it once, not in a loop.
+    @property
+    def custom_ids(self) -> tuple[str, ...]:
+        return tuple(self.requests["custom_id"].to_list())
+
+    @property
+    def item_ids(self) -> tuple[str, ...]:
+        return tuple(self.requests["item_id"].to_list())
+
+    @property
+    def body_sha256s(self) -> tuple[str, ...]:
+        return tuple(self.requests["body_sha256"].to_list())
+
+    @property
+    def request_tokens(self) -> tuple[int, ...]:
+        return tuple(self.requests["input_tokens"].to_list())
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ messages, then one user message per item" without building a list of messages pe
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, overload
 
@@ -104,12 +104,47 @@ def _holds_hole(node: Any) -> bool:
 
 
 @dataclass(frozen=True)
+class DerivedTexts:
+    """A text per row of ``rows``, made by ``build`` (rows -> a String Series) a slice at a time: a month of
+    prompts made from its rows (a million metric reports, ~260 MB of text) is never in memory all at once."""
+
+    rows: pl.DataFrame
+    build: Callable[[pl.DataFrame], pl.Series]
+
+    def __len__(self) -> int:
+        return self.rows.height
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> DerivedTexts: ...
+
+    def __getitem__(self, index: int | slice) -> str | DerivedTexts:
+        if isinstance(index, slice):
+            return DerivedTexts(self.rows[index], self.build)
+        row = index + self.rows.height if index < 0 else index
+        if not 0 <= row < self.rows.height:
+            raise IndexError(f"text {index} of {self.rows.height}")
+        return DerivedTexts(self.rows.slice(row, 1), self.build).series()[0]
+
+    def series(self) -> pl.Series:
+        """The texts of these rows, made now."""
+        texts = self.build(self.rows)
+        if texts.len() != self.rows.height:
+            raise ValueError(f"the text builder made {texts.len()} texts for {self.rows.height} rows: make one "
+                             "per row")
+        return texts
+
+
+@dataclass(frozen=True)
 class Conversations(Sequence[list[dict[str, Any]]]):
     """Chat conversations that share their first messages (``head``, e.g. the system prompt) and end with one user
     message per item: ``user_prefix + user_texts[i]``. Indexing builds one conversation; slicing stays lazy."""
 
     head: tuple[Mapping[str, Any], ...]
-    user_texts: Sequence[str] | pl.Series  # a Series stays in Arrow memory: only a chunk at a time becomes str
+    # A Series stays in Arrow memory (only a chunk at a time becomes str); DerivedTexts are made a chunk at a time.
+    user_texts: Sequence[str] | pl.Series | DerivedTexts
     user_prefix: str = ""
 
     def __len__(self) -> int:
@@ -130,9 +165,11 @@ class Conversations(Sequence[list[dict[str, Any]]]):
     def user_contents(self) -> list[str]:
         """Each conversation's last (user) message."""
         prefix, texts = self.user_prefix, self.user_texts
+        if isinstance(texts, DerivedTexts):
+            texts = texts.series()
         if isinstance(texts, pl.Series):
             return (prefix + texts if prefix else texts).to_list()
         return [prefix + text for text in texts] if prefix else list(texts)
 
 
-__all__ = ["HOLE", "BodyTemplate", "Conversations", "SplicedBody"]
+__all__ = ["HOLE", "BodyTemplate", "Conversations", "DerivedTexts", "SplicedBody"]

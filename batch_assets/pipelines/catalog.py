@@ -16,7 +16,7 @@ from batch_assets.batching.prepare import prepare_chat_requests, prepare_embeddi
 from batch_assets.batching.protocol import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL, Outcome
 from batch_assets.batching.request_files import PreparedRequest
 from batch_assets.batching.requests import json_schema_response_format, label_schema
-from batch_assets.batching.templates import Conversations
+from batch_assets.batching.templates import Conversations, DerivedTexts
 from batch_assets.pipelines.spec import CheckOutcome, PipelineSettings, PipelineSpec, QualityCheck
 from batch_assets.warehouse import label_accuracy, read_table
 
@@ -221,7 +221,9 @@ def _metric_line(items: pl.DataFrame, column: str, label: str) -> pl.Series:
 
 
 def _report_requests(items: pl.DataFrame, settings: PipelineSettings) -> Iterable[PreparedRequest]:
-    conversations = Conversations(({"role": "system", "content": settings.system_prompt},), metrics_prompts(items))
+    # The prompts are made a chunk at a time, as the chunk is written (a month's would be ~260 B a company).
+    conversations = Conversations(({"role": "system", "content": settings.system_prompt},),
+                                  DerivedTexts(items, metrics_prompts))
     return prepare_chat_requests(items["item_id"].to_list(), conversations, settings.model,
                                  max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed)
 

@@ -25,11 +25,11 @@ from batch_assets.batching.pricing import Cost
 from batch_assets.batching.protocol import BATCH_CANCELLED_CODE, TERMINAL_BATCH_STATUSES, Outcome
 from batch_assets.batching.request_files import PreparedRequest, plan_request_files, reread_requests
 from batch_assets.batching.results import RESULT_SCHEMA
-from batch_assets.ledger.records import FileState, MonthState, NewFile, PlanKind, PlanState, StoredFile, StoredPlan
+from batch_assets.ledger.records import FileState, MonthState, PlanKind, PlanState, StoredFile, StoredPlan
 from batch_assets.ledger.store import Ledger
 from batch_assets.pipelines import accounting
 from batch_assets.pipelines.collect_batches import BatchCollected, CollectError, collect_batches
-from batch_assets.pipelines.plan import month_key
+from batch_assets.pipelines.plan import ledger_file, month_key, plan_rows, submitted_rows
 from batch_assets.pipelines.spec import SubmissionSettings
 from batch_assets.warehouse.items import (
     BATCH_SOURCE,
@@ -215,18 +215,9 @@ def plan_retry(ledger: Ledger, con: duckdb.DuckDBPyConnection, pipeline: str, mo
         plan = ledger.add_plan(
             pipeline=pipeline, month=key, attempt=attempt, kind=PlanKind.RETRY, endpoint=root.endpoint,
             settings=root.settings, n_items=last.height, root_plan_id=root.plan_id,
-            files=[NewFile(f.sha256, str(f.path), f.url, f.model, f.n_requests, f.input_tokens, f.max_output_tokens)
-                   for f in planned.files],
+            files=[ledger_file(f) for f in planned.files],
             not_before=(now or time.time()) + settings.retry.retry_delay_seconds)
-        rows = pl.DataFrame({
-            "attempt": pl.Series([attempt] * sum(f.n_requests for f in planned.files), dtype=pl.Int32),
-            "item_id": [i for f in planned.files for i in f.item_ids],
-            "custom_id": [c for f in planned.files for c in f.custom_ids],
-            "body_sha256": [b for f in planned.files for b in f.body_sha256s],
-            "file_sha256": [f.sha256 for f in planned.files for _ in range(f.n_requests)],
-            "input_tokens": pl.Series([n for f in planned.files for n in f.request_tokens], dtype=pl.Int64),
-            "source": [SUBMITTED] * sum(f.n_requests for f in planned.files),
-        })
+        rows = plan_rows(attempt, submitted_rows(planned.files))
         try:
             write_plan_items(con, pipeline, month, plan.plan_id, rows)
         except BaseException:

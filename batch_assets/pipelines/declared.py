@@ -28,7 +28,7 @@ from batch_assets.batching.requests import (
     json_schema_text_format,
     label_schema,
 )
-from batch_assets.batching.templates import Conversations
+from batch_assets.batching.templates import Conversations, DerivedTexts
 from batch_assets.pipelines.declared_rules import (
     ANSWER_COLUMNS,
     SOURCE_ITEM_ID_COLUMNS,
@@ -177,15 +177,17 @@ class PipelineDeclaration(_Declaration):
 
     def _build_requests(self, items: pl.DataFrame, settings: PipelineSettings) -> Iterable[PreparedRequest]:
         ids = items["item_id"].to_list()
-        text_column = items.select(self._input_text()).to_series()
-        if self.endpoint == CHAT_COMPLETIONS_URL:  # the texts stay in Arrow memory until their chunk is written
+        input_text = self._input_text()
+        if self.endpoint == CHAT_COMPLETIONS_URL:  # each chunk's texts are made as it is written
+            items.head(0).select(input_text)  # a column the input names and the month lacks fails now
             schema = self.structured_schema(settings)
             system = ({"role": "system", "content": settings.system_prompt},) if settings.system_prompt else ()
+            texts_of = DerivedTexts(items, lambda rows: rows.select(input_text).to_series())
             return prepare_chat_requests(
-                ids, Conversations(system, text_column), settings.model,
+                ids, Conversations(system, texts_of), settings.model,
                 max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed,
                 response_format=json_schema_response_format(self.name, schema) if schema else None)
-        texts = text_column.to_list()
+        texts = items.select(input_text).to_series().to_list()
         if self.endpoint == EMBEDDINGS_URL:
             return prepare_embedding_requests(ids, texts, settings.model, dimensions=settings.dimensions)
         schema = self.structured_schema(settings)

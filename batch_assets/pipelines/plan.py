@@ -8,12 +8,10 @@ its items would be paid twice. Retries are planned by :mod:`batch_assets.pipelin
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
-from itertools import chain, repeat
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import polars as pl
@@ -129,13 +127,13 @@ def plan_month(spec: PipelineSpec, settings: SubmissionSettings, items: pl.DataF
         kind = PlanKind.INITIAL if attempt == 1 else PlanKind.RERUN
         plan = ledger.add_plan(
             pipeline=spec.name, month=key, attempt=attempt, kind=kind, endpoint=spec.endpoint,
-            settings=settings.to_json(), n_items=items.height, files=[_new_file(f) for f in planned.files],
+            settings=settings.to_json(), n_items=items.height, files=[ledger_file(f) for f in planned.files],
             estimate=estimate.to_json() if estimate else None, run_id=run_id)
         skipped = [(s.item_id, s.custom_id, s.body_sha256, s.input_tokens, REUSED) for s in planned.skipped]
         skipped += [(item_id, cid, body, 0, CACHE) for item_id, cid, body in hits.select(
             "item_id", "our_custom_id", "body_sha256").iter_rows()]
         try:
-            write_plan_items(con, spec.name, month, plan.plan_id, _plan_rows(attempt, submitted, skipped))
+            write_plan_items(con, spec.name, month, plan.plan_id, plan_rows(attempt, submitted, skipped))
             if hits.height:
                 write_cache_outcomes(con, spec.name, month, plan.plan_id, attempt, settings.pipeline.model, hits)
         except BaseException:
@@ -156,17 +154,15 @@ _NO_HITS = pl.DataFrame(schema={"item_id": pl.String, "our_custom_id": pl.String
 
 def submitted_rows(files: Sequence[RequestFile]) -> pl.DataFrame:
     """The requests of `files` as columns: item_id, custom_id, body_sha256, file_sha256, input_tokens (one frame
-    for every check and write of a plan, built once)."""
-    def column(values: Iterable[Iterable[Any]], dtype: type[pl.DataType]) -> pl.Series:
-        return pl.Series(list(chain.from_iterable(values)), dtype=dtype)
-
-    return pl.DataFrame([
-        column((f.item_ids for f in files), pl.String).alias("item_id"),
-        column((f.custom_ids for f in files), pl.String).alias("custom_id"),
-        column((f.body_sha256s for f in files), pl.String).alias("body_sha256"),
-        column((repeat(f.sha256, f.n_requests) for f in files), pl.String).alias("file_sha256"),
-        column((f.request_tokens for f in files), pl.Int64).alias("input_tokens"),
-    ])
+    for every check and write of a plan, put together from the files' own columns without copying them)."""
+    if not files:
+        return pl.DataFrame(schema={"item_id": pl.String, "custom_id": pl.String, "body_sha256": pl.String,
+                                    "file_sha256": pl.String, "input_tokens": pl.Int64})
+    return pl.concat([f.requests.select(
+        "item_id", "custom_id", "body_sha256",
+        # The file's hash repeated without a string per row (80 MB less per million rows).
+        pl.repeat(f.sha256, f.n_requests, dtype=pl.String).alias("file_sha256"), "input_tokens")
+        for f in files], rechunk=False)
 
 
 def _cache_hits(con: duckdb.DuckDBPyConnection, submitted: pl.DataFrame, results_dir: Path) -> pl.DataFrame:
@@ -220,13 +216,14 @@ def _check_items(submitted: pl.Series, skipped: list[SkippedRequest], items: pl.
             f"{missing}, unknown {extra}): build exactly one request per item, passing each item's item_id")
 
 
-def _new_file(f: RequestFile) -> NewFile:
+def ledger_file(f: RequestFile) -> NewFile:
+    """How the ledger records a written request file."""
     return NewFile(sha256=f.sha256, path=str(f.path), url=f.url, model=f.model, n_requests=f.n_requests,
                    input_tokens=f.input_tokens, max_output_tokens=f.max_output_tokens)
 
 
-def _plan_rows(attempt: int, submitted: pl.DataFrame,
-               skipped: list[tuple[str, str, str, int, str]]) -> pl.DataFrame:
+def plan_rows(attempt: int, submitted: pl.DataFrame,
+              skipped: Sequence[tuple[str, str, str, int, str]] = ()) -> pl.DataFrame:
     """The batch_requests rows of a plan: submitted items with their file, then the ones needing no new answer
     (item_id, custom_id, body hash, input tokens, source)."""
     rows = submitted.with_columns(pl.lit(SUBMITTED).alias("source"))

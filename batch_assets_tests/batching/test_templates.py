@@ -18,7 +18,7 @@ from batch_assets.batching.requests import (
     label_schema,
     responses_body,
 )
-from batch_assets.batching.templates import HOLE, BodyTemplate, Conversations
+from batch_assets.batching.templates import HOLE, BodyTemplate, Conversations, DerivedTexts
 from batch_assets.batching.tokens import count_responses_tokens
 
 TEXTS = ["good", 'bad "quoted"\n line', "émoji 🎬 お誕生日", "\\ back\tslash", "x" * 300]
@@ -45,6 +45,32 @@ def test_conversations_are_the_built_conversations(tmp_path: Path) -> None:
                                         "gpt-4o-mini", **params)
     assert _file_bytes(list(from_series), tmp_path / "series") == _file_bytes(built, tmp_path / "built2")
     assert Conversations(head, TEXTS)[1] == [dict(head[0]), {"role": "user", "content": TEXTS[1]}]
+
+
+def test_derived_texts_are_made_a_slice_at_a_time_and_write_the_same_requests(tmp_path: Path) -> None:
+    rows = pl.DataFrame({"name": [f"n{i}" for i in range(len(TEXTS))], "text": TEXTS})
+    made: list[int] = []
+
+    def build(part: pl.DataFrame) -> pl.Series:
+        made.append(part.height)
+        return part.select(pl.concat_str("name", pl.lit(": "), "text")).to_series()
+
+    derived = DerivedTexts(rows, build)
+    expected = [f"n{i}: {t}" for i, t in enumerate(TEXTS)]
+    assert len(derived) == len(TEXTS) and derived[1] == expected[1] and derived[-1] == expected[-1]
+    assert derived[1:3].series().to_list() == expected[1:3] and made[-1] == 2  # only the slice's rows were made
+    with pytest.raises(IndexError):
+        derived[len(TEXTS)]
+    head = ({"role": "system", "content": "Summarise."},)
+    from_rows = prepare_chat_requests(IDS, Conversations(head, derived), "gpt-4o-mini", max_tokens=9)
+    from_list = prepare_chat_requests(IDS, Conversations(head, expected), "gpt-4o-mini", max_tokens=9)
+    assert _file_bytes(list(from_rows), tmp_path / "rows") == _file_bytes(list(from_list), tmp_path / "list")
+
+
+def test_a_text_builder_that_loses_rows_is_told_so() -> None:
+    derived = DerivedTexts(pl.DataFrame({"x": [1, 2, 3]}), lambda part: pl.Series(["only one"]))
+    with pytest.raises(ValueError, match="made 1 texts for 3 rows: make one per row"):
+        Conversations((), derived).user_contents()
 
 
 def test_conversations_check_their_texts() -> None:

@@ -20,7 +20,7 @@ MARCH = date(2024, 3, 1)
 
 
 def _file(tokens: int, requests: int, cap: int | None) -> RequestFile:
-    return RequestFile(Path("f.jsonl"), "/v1/chat/completions", "gpt-4o-mini", requests, 100, tokens, 0, (),
+    return RequestFile(Path("f.jsonl"), "/v1/chat/completions", "gpt-4o-mini", requests, 100, tokens, 0,
                        max_output_tokens=cap)
 
 

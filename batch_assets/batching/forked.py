@@ -31,6 +31,20 @@ _CAN_FORK: Final = sys.platform == "linux" and hasattr(os, "fork")
 CHILD_TIMEOUT_SECONDS: Final = 120.0
 
 
+# Children that sent their counts and were still exiting when they were read: reaped without waiting for them.
+_EXITING: list[int] = []
+
+
+def _reap(*, block: bool) -> None:
+    for pid in list(_EXITING):
+        try:
+            reaped, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere
+            reaped = pid
+        if reaped:
+            _EXITING.remove(pid)
+
+
 class CountedAhead(Generic[_Chunk]):
     """``count(chunk)`` started now, its result taken later with :meth:`result`; :meth:`cancel` if never taken."""
 
@@ -63,6 +77,7 @@ class CountedAhead(Generic[_Chunk]):
                 data = memoryview(array("i", self._count(self._chunk)).tobytes())
                 while data:
                     data = data[os.write(write, data):]
+                os.close(write)  # the counts are sent: the parent reads on while this process is torn down
                 status = 0
             finally:
                 os._exit(status)
@@ -85,23 +100,33 @@ class CountedAhead(Generic[_Chunk]):
     def _from_child(self) -> list[int] | None:
         parts = []
         deadline = time.monotonic() + CHILD_TIMEOUT_SECONDS
-        status = 1
         try:
             while True:
                 waiting = deadline - time.monotonic()
                 if waiting <= 0 or not select.select([self._read], [], [], waiting)[0]:
                     os.kill(self._pid, signal.SIGKILL)  # hung (it should take about a second): count here
-                    break
+                    os.waitpid(self._pid, 0)
+                    return None
                 part = os.read(self._read, 1 << 20)
                 if not part:
                     break
                 parts.append(part)
+            # A child that sent its counts is still being torn down (~30 ms for a big parent): reaped later.
+            reaped, status = os.waitpid(self._pid, os.WNOHANG)
+            if not reaped:
+                _EXITING.append(self._pid)
+                status = 0
+        except BaseException:  # interrupted while reading: the child is not left behind
+            os.kill(self._pid, signal.SIGKILL)
+            os.waitpid(self._pid, 0)
+            raise
         finally:
             os.close(self._read)
-            _, status = os.waitpid(self._pid, 0)
             self._pid = 0
+        _reap(block=False)
         data = b"".join(parts)
         counts = array("i")
+        # The child sends every count or none that counts: all the bytes mean all the counts.
         if status != 0 or len(data) != counts.itemsize * self._n:
             return None
         counts.frombytes(data)
@@ -159,3 +184,4 @@ class CountedChunks(Generic[_Chunk]):
             counting.cancel()
         self._pending.clear()
         self._threads.shutdown(wait=True, cancel_futures=True)
+        _reap(block=True)

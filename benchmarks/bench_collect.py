@@ -101,12 +101,13 @@ def seed(state: Path, spec: PipelineSpec, n: int) -> None:
         updates = []
         for f in planned.files:
             output_id = new_id("file-")
+            custom_ids = f.custom_ids
             with open(api.store.file_path(output_id), "wb") as fh:
                 if spec.endpoint == "/v1/embeddings":
                     for start in range(0, f.n_requests, 5000):
-                        fh.write(_embedding_lines(list(f.custom_ids[start:start + 5000]), f.model, rng))
+                        fh.write(_embedding_lines(list(custom_ids[start:start + 5000]), f.model, rng))
                 else:
-                    for i, cid in enumerate(f.custom_ids):
+                    for i, cid in enumerate(custom_ids):
                         fh.write(_chat_line(cid, i, f.model))
             api.store.add_file(output_id, f"{output_id}.jsonl", "batch_output")
             batch_id = new_id("batch_")

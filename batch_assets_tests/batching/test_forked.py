@@ -24,8 +24,15 @@ def _count(chunk: Sequence[str]) -> list[int]:
 
 
 def _children() -> set[int]:
-    """This process's children, running or not yet reaped (Linux lists them per thread)."""
-    return {int(pid) for task in Path("/proc/self/task").iterdir() for pid in (task / "children").read_text().split()}
+    """This process's children, running or not yet reaped (Linux lists them per thread; a thread that ends while
+    they are listed takes its file with it, and had no child left to list)."""
+    children: set[int] = set()
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            children.update(int(pid) for pid in (task / "children").read_text().split())
+        except FileNotFoundError:
+            continue
+    return children
 
 
 _before: set[int] = set()
